@@ -1,0 +1,147 @@
+// `mpsim quantize FORMAT VALUES...`: round numbers into a format and show code and error.
+#include <fmt/core.h>
+
+#include <cmath>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli.h"
+#include "mpsim/format.h"
+#include "mpsim/quantize.h"
+
+namespace mpsim::cli {
+
+namespace {
+
+struct QuantizeOptions {
+  std::string format;
+  std::vector<std::string> values;
+  std::string file;
+  bool json = false;
+  std::uint64_t seed = 0;
+  std::uint32_t stream = 0;
+  std::string carrier = "fp64";
+};
+
+// Decimal (or hex-float, inf, nan) text to fp64, rejecting anything that is not one number.
+double parse_value(const std::string& text, const std::string& where) {
+  if (!text.empty() && !std::isspace(static_cast<unsigned char>(text.front()))) {
+    char* end = nullptr;
+    const double v = std::strtod(text.c_str(), &end);
+    if (end == text.c_str() + text.size()) return v;
+  }
+  throw UsageError(fmt::format("{}: '{}' is not a number (expected a decimal such as 0.3, -2.5e-5, 0x1.8p-3, inf or nan)", where, text));
+}
+
+std::vector<std::pair<std::string, double>> read_inputs(const QuantizeOptions& o) {
+  std::vector<std::pair<std::string, double>> in;
+  for (const auto& v : o.values) in.emplace_back(v, parse_value(v, "value"));
+  if (!o.file.empty()) {
+    std::ifstream f(o.file);
+    if (!f) throw std::runtime_error(fmt::format("cannot open '{}' for reading", o.file));
+    std::string line;
+    std::size_t n = 0;
+    while (std::getline(f, line)) {
+      ++n;
+      // One number per line; blank lines and '#' comments are skipped.
+      const auto first = line.find_first_not_of(" \t\r");
+      if (first == std::string::npos || line[first] == '#') continue;
+      const auto last = line.find_last_not_of(" \t\r");
+      const std::string token = line.substr(first, last - first + 1);
+      in.emplace_back(token, parse_value(token, fmt::format("{}:{}", o.file, n)));
+    }
+    if (f.bad()) throw std::runtime_error(fmt::format("error while reading '{}'", o.file));
+  }
+  if (in.empty()) throw UsageError("no values: give numbers after the format or --file FILE");
+  return in;
+}
+
+std::string flag_words(const QuantFlags& f) {
+  std::string s;
+  auto add = [&](bool on, const char* w) {
+    if (on) s += (s.empty() ? "" : ",") + std::string(w);
+  };
+  add(f.nan_input, "nan-input");
+  add(f.overflow, "overflow");
+  add(f.saturated, "saturated");
+  add(f.underflow, "underflow");
+  add(f.nan_result && !f.nan_input, "nan");
+  add(f.inexact, "inexact");
+  return s.empty() ? "exact" : s;
+}
+
+nlohmann::json jnum(double v) {
+  if (std::isfinite(v)) return v;
+  return num(v);
+}
+
+int run_quantize(const QuantizeOptions& o) {
+  const Format f = Format::parse(o.format);
+  if (f.kind() == FormatKind::integer && f.int_spec().perchannel) {
+    throw UsageError("'perchannel' formats take their scales from a tensor's channels; mpsim quantize rounds scalars — drop ':perchannel' and give ':scale='");
+  }
+  if (f.rounding().mode == RoundMode::hyst) {
+    throw UsageError("'hyst' rounding keeps a previous value and applies to weight updates in training; mpsim quantize has no previous value");
+  }
+  if (o.carrier != "fp32" && o.carrier != "fp64") throw UsageError("--carrier must be fp32 or fp64, got '" + o.carrier + "'");
+  const bool fp32 = o.carrier == "fp32";
+  if (fp32) f.require_fits(Carrier::fp32);
+  const auto inputs = read_inputs(o);
+  const RandomKey key{o.seed, o.stream};
+  nlohmann::json rows = nlohmann::json::array();
+  if (!o.json) fmt::print("{:<24}{:<24}{:<10}{:<14}{:<14}{}\n", "input", "result", "code", "abs error", "rel error", "flags");
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    // fp32 carrier: the decimal is read into fp32 first (correctly rounded), as an fp32 tensor would hold it.
+    const double x = fp32 ? static_cast<double>(std::strtof(inputs[i].first.c_str(), nullptr)) : inputs[i].second;
+    QuantResult r = quantize_ref(x, f, i, key);
+    if (fp32 && f.kind() == FormatKind::integer) r.value = quantize(static_cast<float>(x), f, i, key);
+    std::string code;
+    try {
+      code = hex_code(encode(f, r.value), f.bits());
+    } catch (const FormatError&) {
+      code = "none";  // NaN in a format without a NaN code: the carrier holds NaN, no code exists
+    }
+    const double abs_err = std::fabs(r.value - x);
+    const double rel_err = x != 0 ? abs_err / std::fabs(x) : (r.value == 0 ? 0.0 : INFINITY);
+    if (o.json) {
+      rows.push_back({{"input", inputs[i].first}, {"input_value", jnum(x)}, {"result", jnum(r.value)}, {"code", code},
+                      {"abs_error", jnum(abs_err)}, {"rel_error", jnum(rel_err)},
+                      {"flags", {{"inexact", r.flags.inexact}, {"overflow", r.flags.overflow}, {"saturated", r.flags.saturated},
+                                 {"underflow", r.flags.underflow}, {"nan_input", r.flags.nan_input}, {"nan_result", r.flags.nan_result}}}});
+    } else {
+      fmt::print("{:<24}{:<24}{:<10}{:<14}{:<14}{}\n", num(x), num(r.value), code, fmt::format("{:.6g}", abs_err), fmt::format("{:.6g}", rel_err),
+                 flag_words(r.flags));
+    }
+  }
+  if (o.json) {
+    nlohmann::json j{{"format", f.to_string()}, {"carrier", o.carrier}, {"seed", o.seed}, {"stream", o.stream}, {"values", rows}};
+    std::cout << j.dump(2) << "\n";
+  }
+  return kOk;
+}
+
+}  // namespace
+
+Runner add_quantize_command(CLI::App& app) {
+  auto o = std::make_shared<QuantizeOptions>();
+  auto* cmd = app.add_subcommand("quantize", "Round numbers into a format; print result, code, absolute and relative error.");
+  cmd->footer(
+      "Examples:\n"
+      "  mpsim quantize e4m3fn@rne 0.3 1e9 -2.5e-5 nan\n"
+      "  mpsim quantize e5m2@sr --seed 7 0.3 0.3 0.3\n"
+      "  mpsim quantize q8.13:wrap@rz --file values.txt --json\n"
+      "Numbers are parsed to fp64 and rounded once into the format (with --carrier fp32 they are\n"
+      "first read into fp32). Stochastic modes draw the bits of value i (counting from 0) from the\n"
+      "counter-based generator keyed by (--seed, --stream, i).");
+  cmd->add_option("format", o->format, "Format string with an optional rounding mode, e.g. e4m3fn@rne")->required();
+  cmd->add_option("values", o->values, "Numbers to round (decimal, hex float, inf, nan)");
+  cmd->add_option("--file", o->file, "Read numbers from FILE, one per line ('#' comments and blank lines skipped)");
+  cmd->add_flag("--json", o->json, "Machine-readable output");
+  cmd->add_option("--seed", o->seed, "Seed of stochastic rounding")->default_val(0);
+  cmd->add_option("--stream", o->stream, "Stream of stochastic rounding")->default_val(0);
+  cmd->add_option("--carrier", o->carrier, "Carrier of inputs and results: fp64 or fp32")->default_val("fp64");
+  return [o] { return run_quantize(*o); };
+}
+
+}  // namespace mpsim::cli
