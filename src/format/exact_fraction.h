@@ -20,8 +20,19 @@ struct ExactFraction {
   u128 A = 0;            // numerator, A < B * 2^shift
   std::uint64_t B = 1;   // odd-ish denominator factor, < 2^55
   int shift = 0;         // power-of-two part of the denominator, >= 0
+  // The value is 1 - A / (B 2^shift) instead (scaled integers whose zero point moves the value
+  // across zero need the complement of the discarded part; kept symbolic so it stays exact
+  // even when B 2^shift has more bits than any integer type).
+  bool complement = false;
 
   bool is_zero() const { return A == 0; }
+
+  // 1 - f, for 0 < f < 1.
+  ExactFraction complemented() const {
+    ExactFraction c = *this;
+    c.complement = !complement;
+    return c;
+  }
 
   // B * 2^s if it fits in 127 bits, else 0 (meaning "larger than any numerator we hold").
   static u128 denominator(std::uint64_t b, int s) {
@@ -34,13 +45,26 @@ struct ExactFraction {
   // Sign of f - 1/2.
   int compare_half() const {
     const u128 d = denominator(B, shift);
-    if (d == 0) return -1;  // A < 2^64 <= d / 2
-    const u128 twice = A << 1;
-    return twice < d ? -1 : (twice > d ? 1 : 0);
+    int c;
+    if (d == 0) {
+      c = -1;  // A < 2^64 <= d / 2
+    } else {
+      const u128 twice = A << 1;
+      c = twice < d ? -1 : (twice > d ? 1 : 0);
+    }
+    return complement ? -c : c;
   }
 
   // floor(f * 2^n) for 0 <= n <= 32.
   std::uint64_t floor_scaled(int n) const {
+    if (complement) {
+      // floor((1 - g) 2^n) = 2^n - ceil(g 2^n), g = A / (B 2^shift) > 0.
+      ExactFraction g = *this;
+      g.complement = false;
+      const std::uint64_t fl = g.floor_scaled(n);
+      const bool integral = g.times_pow2_is_integer(n, fl);
+      return (std::uint64_t{1} << n) - fl - (integral ? 0 : 1);
+    }
     if (shift >= n) {
       const u128 d = denominator(B, shift - n);
       return d == 0 ? 0 : static_cast<std::uint64_t>(A / d);
@@ -49,11 +73,24 @@ struct ExactFraction {
     return static_cast<std::uint64_t>((A << (n - shift)) / B);
   }
 
+  // Whether g * 2^n equals fl exactly (g = this fraction, fl = floor(g * 2^n)).
+  bool times_pow2_is_integer(int n, std::uint64_t fl) const {
+    if (shift > n) {
+      const u128 d = denominator(B, shift - n);
+      return d != 0 && A == static_cast<u128>(fl) * d;
+    }
+    return (A << (n - shift)) == static_cast<u128>(fl) * B;
+  }
+
   // U < f, where U in [0, 1) has the binary expansion given by the element's random words.
   // Compares 32 bits at a time; each step continues only when the word equals the next 32
   // bits of f (probability 2^-32), so this is exact and almost always reads one word.
+  // For f = 1 - g: U < 1 - g  <=>  g < 1 - U, and 1 - U is (with probability one) the bitwise
+  // complement of U's expansion, so the same comparison runs on inverted words.
   bool uniform_below(const RandomKey& key, std::uint64_t index) const {
     ExactFraction r = *this;
+    const std::uint32_t invert = complement ? 0xFFFFFFFFu : 0u;
+    r.complement = false;
     for (std::uint32_t w = 0; w < 4096; ++w) {
       // q = floor(r * 2^32); r <- r * 2^32 - q.
       std::uint64_t q;
@@ -68,7 +105,7 @@ struct ExactFraction {
         q = static_cast<std::uint64_t>(t / r.B);
         r.A = t % r.B;
       }
-      const std::uint32_t word = random_word(key, index, w);
+      const std::uint32_t word = random_word(key, index, w) ^ invert;
       if (word != q) return word < q;
       if (r.A == 0) return false;  // U >= f: the rest of U is >= 0 = the rest of f
     }

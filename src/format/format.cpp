@@ -388,7 +388,9 @@ std::string Format::to_string() const {
           out = base->name;
           if (s.bias != base->spec.bias) out += ":bias=" + std::to_string(s.bias);
         } else {
-          out = "e" + std::to_string(s.exp_bits) + "m" + std::to_string(s.man_bits);
+          out = 'e' + std::to_string(s.exp_bits);
+          out += 'm';
+          out += std::to_string(s.man_bits);
           const CfgVariant* cfg = nullptr;
           for (const auto& c : kCfg) {
             if (c.n != 1 && c.n != 3 && c.sp == s.sp && c.sub == s.sub) cfg = &c;

@@ -341,11 +341,37 @@ long long integer_code(double x, const IntSpec& s, const Rounding& rnd, std::uin
       f.A = a.N % den;
     }
   }
-  // z = round(+-(K + f) + zp). zp is an integer, so the candidates are zp +- K and zp +- (K+1),
-  // and parity (for rne/ro) is that of zp + K.
-  std::uint64_t mag = K;
-  if (!f.is_zero() && take_hi(rnd, neg, f, ((K + static_cast<std::uint64_t>(s.zp)) & 1) == 0, index, key)) mag += 1;
-  const long long z = neg ? s.zp - static_cast<long long>(mag) : s.zp + static_cast<long long>(mag);
+  // v = +-(K + f) + zp. Rounding acts on v itself (ties away from zero, toward zero, parity
+  // are properties of v, not of x / scale), so write |v| = Kv + fv with fv exact.
+  const long long zp = s.zp;
+  const long long base = neg ? zp - static_cast<long long>(K) : zp + static_cast<long long>(K);
+  // v = base + f (positive x) or base - f (negative x).
+  bool v_neg;
+  long long Kv;
+  ExactFraction fv = f;
+  if (f.is_zero()) {
+    v_neg = base < 0;
+    Kv = base < 0 ? -base : base;
+  } else if (!neg) {
+    v_neg = base < 0;  // base + f with 0 < f < 1
+    if (v_neg) {
+      Kv = -base - 1;  // |v| = -base - f = (-base - 1) + (1 - f)
+      fv = f.complemented();
+    } else {
+      Kv = base;
+    }
+  } else {
+    v_neg = base <= 0;  // base - f
+    if (v_neg) {
+      Kv = -base;  // |v| = -base + f
+    } else {
+      Kv = base - 1;  // v = (base - 1) + (1 - f)
+      fv = f.complemented();
+    }
+  }
+  long long mag = Kv;
+  if (!fv.is_zero() && take_hi(rnd, v_neg, fv, (Kv & 1) == 0, index, key)) mag += 1;
+  const long long z = v_neg ? -mag : mag;
   if (z < zmin) return clamp_to(true);
   if (z > zmax) return clamp_to(false);
   return z;
