@@ -79,7 +79,8 @@ TEST_P(WideOrVariant, StratifiedSampleMatchesOracle) {
 
 INSTANTIATE_TEST_SUITE_P(
     Formats, WideOrVariant,
-    ::testing::Values("fp16", "bf16", "tf32", "dlfloat16", "e3m2fn", "e2m3fn", "e2m1fn", "fp4r4",
+    ::testing::Values("e5m2", "e4m3", "e4m3fn", "e4m3fnuz", "e5m2fnuz", "e8m0fnu",  // ties and boundaries too
+                      "fp16", "bf16", "tf32", "dlfloat16", "e3m2fn", "e2m3fn", "e2m1fn", "fp4r4",
                       // the FPGA multiplier-input variants and option combinations
                       "e5m2:cfg2", "e5m2:cfg4", "e5m2:cfg5", "e5m2:cfg6", "e4m3:cfg2", "e4m3:cfg4", "e4m3:cfg5",
                       "e4m3:cfg6", "e4m3fn:sat", "e5m2:sat", "e4m3fnuz:sat", "e2m1fn:sat", "e6m5", "e6m5:cfg5",
