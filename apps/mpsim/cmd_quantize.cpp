@@ -76,6 +76,8 @@ nlohmann::json jnum(double v) {
   return num(v);
 }
 
+std::string num_g(double v) { return std::isfinite(v) ? fmt::format("{:.6g}", v) : num(v); }
+
 int run_quantize(const QuantizeOptions& o) {
   const Format f = Format::parse(o.format);
   if (f.kind() == FormatKind::integer && f.int_spec().perchannel) {
@@ -95,22 +97,28 @@ int run_quantize(const QuantizeOptions& o) {
     // fp32 carrier: the decimal is read into fp32 first (correctly rounded), as an fp32 tensor would hold it.
     const double x = fp32 ? static_cast<double>(std::strtof(inputs[i].first.c_str(), nullptr)) : inputs[i].second;
     QuantResult r = quantize_ref(x, f, i, key);
-    if (fp32 && f.kind() == FormatKind::integer) r.value = quantize(static_cast<float>(x), f, i, key);
+    // The code does not depend on the carrier; look it up from the fp64 result.
+    const double value64 = r.value;
+    if (fp32 && f.kind() == FormatKind::integer) {
+      r.value = quantize(static_cast<float>(x), f, i, key);
+      r.flags.inexact = !(r.value == x);
+    }
     std::string code;
     try {
-      code = hex_code(encode(f, r.value), f.bits());
+      code = hex_code(encode(f, value64), f.bits());
     } catch (const FormatError&) {
       code = "none";  // NaN in a format without a NaN code: the carrier holds NaN, no code exists
     }
     const double abs_err = std::fabs(r.value - x);
-    const double rel_err = x != 0 ? abs_err / std::fabs(x) : (r.value == 0 ? 0.0 : INFINITY);
+    double rel_err = x != 0 ? abs_err / std::fabs(x) : (r.value == 0 ? 0.0 : INFINITY);
+    if (std::isnan(rel_err)) rel_err = NAN;  // print "nan", never "-nan"
     if (o.json) {
       rows.push_back({{"input", inputs[i].first}, {"input_value", jnum(x)}, {"result", jnum(r.value)}, {"code", code},
                       {"abs_error", jnum(abs_err)}, {"rel_error", jnum(rel_err)},
                       {"flags", {{"inexact", r.flags.inexact}, {"overflow", r.flags.overflow}, {"saturated", r.flags.saturated},
                                  {"underflow", r.flags.underflow}, {"nan_input", r.flags.nan_input}, {"nan_result", r.flags.nan_result}}}});
     } else {
-      fmt::print("{:<24}{:<24}{:<10}{:<14}{:<14}{}\n", num(x), num(r.value), code, fmt::format("{:.6g}", abs_err), fmt::format("{:.6g}", rel_err),
+      fmt::print("{:<24}{:<24}{:<10}{:<14}{:<14}{}\n", num(x), num(r.value), code, num_g(abs_err), num_g(rel_err),
                  flag_words(r.flags));
     }
   }

@@ -88,9 +88,16 @@ struct ExactFraction {
   // For f = 1 - g: U < 1 - g  <=>  g < 1 - U, and 1 - U is (with probability one) the bitwise
   // complement of U's expansion, so the same comparison runs on inverted words.
   bool uniform_below(const RandomKey& key, std::uint64_t index) const {
+    if (!complement) return words_below(key, index, 0u);
+    ExactFraction g = *this;
+    g.complement = false;
+    return !g.words_below(key, index, 0xFFFFFFFFu);  // U < 1 - g  <=>  not (~U < g), a.s.
+  }
+
+ private:
+  // V < f for f = A / (B 2^shift), V the expansion of the element's words XOR `invert`.
+  bool words_below(const RandomKey& key, std::uint64_t index, std::uint32_t invert) const {
     ExactFraction r = *this;
-    const std::uint32_t invert = complement ? 0xFFFFFFFFu : 0u;
-    r.complement = false;
     for (std::uint32_t w = 0; w < 4096; ++w) {
       // q = floor(r * 2^32); r <- r * 2^32 - q.
       std::uint64_t q;

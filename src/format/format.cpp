@@ -126,14 +126,12 @@ void validate_float(std::string_view whole, const FloatSpec& s) {
   if (s.exp_bits < 1 || s.exp_bits > 11) fail(whole, "exponent bits must be 1..11 (fp64 carrier), got " + std::to_string(s.exp_bits));
   if (s.man_bits < 0 || s.man_bits > 52) fail(whole, "mantissa bits must be 0..52 (fp64 carrier), got " + std::to_string(s.man_bits));
   FloatGeometry g(s);
-  if (g.max_code == 0 || (s.has_zero && g.magnitude(s, g.max_code) == 0.0)) {
-    fail(whole, "this layout has no finite nonzero value");
-  }
-  // Largest finite value: exponent r*(top_field - bias) must stay below fp64's 1024.
+  // Every value must be an fp64 number: the largest below 2^1024, every step at least 2^-1074.
   const int top_exp = s.radix_log2 * (g.top_field - s.bias);
   const int low_exp = g.lowest_step_exp(s);
   if (top_exp > 1023) fail(whole, "bias=" + std::to_string(s.bias) + " puts the largest value at 2^" + std::to_string(top_exp) + ", beyond fp64 (2^1023 is the largest binade)");
   if (low_exp < -1074) fail(whole, "bias=" + std::to_string(s.bias) + " puts the smallest step at 2^" + std::to_string(low_exp) + ", below fp64's 2^-1074");
+  if (g.max_code == 0 || (s.has_zero && g.magnitude(s, g.max_code) == 0.0)) fail(whole, "this layout has no finite nonzero value");
 }
 
 void validate_fixed(std::string_view whole, const FixedSpec& s) {
@@ -229,7 +227,7 @@ Format parse_float(std::string_view whole, const std::string& head, const std::v
   }
   if (sp) s.sp = *sp;
   if (sub) s.sub = *sub;
-  if (sp && !bias && found) s.bias = default_bias(s.exp_bits, s.sp);
+  if (sp && !bias) s.bias = default_bias(s.exp_bits, s.sp);
   if (bias) s.bias = *bias;
   if (s.sp == Specials::fnuz && !s.is_signed) fail(whole, "sp=fnuz needs a sign bit");
   validate_float(whole, s);

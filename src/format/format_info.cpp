@@ -31,7 +31,7 @@ void describe_float(const Format& f, FormatInfo& info) {
   info.emax = std::ilogb(info.max_finite);
   // u = beta^(1-p) / 2 for p base-beta digits: 2^-p for binary formats, 1/2 for radix 4.
   info.unit_roundoff = s.radix_log2 == 1 ? std::ldexp(1.0, -info.precision) : 0.5;
-  info.dynamic_range_decades = std::log10(info.max_finite / info.min_subnormal);
+  info.dynamic_range_decades = std::log10(info.max_finite) - std::log10(info.min_subnormal);  // no overflow for fp64
   info.has_inf = g.has_inf;
   info.has_nan = g.has_nan;
   info.has_neg_zero = s.is_signed && s.has_zero && s.sp != Specials::fnuz;

@@ -5,6 +5,7 @@
 // found as codes, and the part that rounding discards is kept as an exact fraction (see
 // exact_fraction.h). No step rounds anything except the final choice between the neighbours,
 // so there is no double rounding anywhere, whatever the magnitude of the input.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -137,7 +138,7 @@ QuantResult quantize_float(double x, const FloatSpec& s, const Rounding& rnd, st
   };
   if (std::isinf(a)) {
     QuantResult o = overflow(false);
-    o.flags.inexact = !(g.has_inf && !s.sat);
+    o.flags.inexact = o.flags.overflow = !(g.has_inf && !s.sat);  // inf -> inf is exact
     return o;
   }
 
@@ -282,7 +283,7 @@ QuantResult quantize_fixed(double x, const FixedSpec& s, const Rounding& rnd, st
     }
   }
   res.value = value_of(k);
-  if (res.flags.inexact && k == 0) res.flags.underflow = true;
+  if (res.flags.inexact && k == 0 && !res.flags.overflow) res.flags.underflow = true;
   return res;
 }
 
@@ -374,6 +375,12 @@ long long integer_code(double x, const IntSpec& s, const Rounding& rnd, std::uin
   const long long z = v_neg ? -mag : mag;
   if (z < zmin) return clamp_to(true);
   if (z > zmax) return clamp_to(false);
+  // With a scale that is not a power of two, the value of a code is (z - zp) * scale rounded to
+  // the carrier and may lie a hair off the exact grid point; an input equal to a code's value
+  // is that code, whatever the mode (so quantization is idempotent).
+  for (long long c = std::max(zmin, z - 1); c <= std::min(zmax, z + 1); ++c) {
+    if (integer_value(s, c) == x) return c;
+  }
   return z;
 }
 
@@ -406,6 +413,9 @@ float integer_value32(const IntSpec& s, long long z) {
 }  // namespace detail
 
 QuantResult quantize_ref(double x, const Format& f, std::uint64_t index, const RandomKey& key) {
+  if (f.rounding().mode == RoundMode::hyst) {
+    throw FormatError("rounding mode 'hyst' needs the previous value of the quantity it rounds; it applies to weight updates in the optimizer, not to plain quantization");
+  }
   switch (f.kind()) {
     case FormatKind::floating: return quantize_float(x, f.float_spec(), f.rounding(), index, key);
     case FormatKind::fixed: return quantize_fixed(x, f.fixed_spec(), f.rounding(), index, key);
