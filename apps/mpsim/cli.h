@@ -2,6 +2,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 #include <functional>
 #include <stdexcept>
 #include <string>
@@ -26,6 +27,8 @@ Runner add_demo_command(CLI::App& app);
 
 // Shortest decimal that reads back to the same double; inf, -inf, nan spelled out.
 std::string num(double v);
+// A JSON number, or the string "inf", "-inf" or "nan" (JSON has no non-finite numbers).
+nlohmann::json jnum(double v);
 // "0x7e" with enough hex digits for a code of `bits` bits.
 std::string hex_code(std::uint64_t code, int bits);
 

@@ -27,11 +27,6 @@ struct DemoOptions {
   std::uint64_t seed = 1;
 };
 
-struct Stats {
-  double sum_sq_err = 0, sum_err = 0, max_rel = 0;
-  std::uint64_t flushed = 0, saturated = 0, nonzero = 0;
-};
-
 int run_demo(const DemoOptions& o) {
   if (o.split != "test" && o.split != "train") throw UsageError("--split must be test or train, got '" + o.split + "'");
   std::vector<Format> formats;
@@ -66,7 +61,6 @@ int run_demo(const DemoOptions& o) {
   }
   nlohmann::json rows = nlohmann::json::array();
   for (const Format& f : formats) {
-    Stats st;
     const RandomKey key{o.seed, 0};
     double sum_sq = 0, sum = 0, max_rel = 0;
     std::uint64_t flushed = 0, saturated = 0, nonzero = 0;

@@ -29,11 +29,6 @@ const char* class_name(CodeClass k) {
   return "?";
 }
 
-nlohmann::json jnum(double v) {
-  if (std::isfinite(v)) return v;
-  return num(v);  // JSON has no inf/nan: spelled as strings
-}
-
 std::string code_list(const std::vector<std::uint64_t>& codes, int bits) {
   if (codes.empty()) return "none";
   std::string s;

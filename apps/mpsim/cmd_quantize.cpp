@@ -71,11 +71,6 @@ std::string flag_words(const QuantFlags& f) {
   return s.empty() ? "exact" : s;
 }
 
-nlohmann::json jnum(double v) {
-  if (std::isfinite(v)) return v;
-  return num(v);
-}
-
 std::string num_g(double v) { return std::isfinite(v) ? fmt::format("{:.6g}", v) : num(v); }
 
 int run_quantize(const QuantizeOptions& o) {

@@ -15,6 +15,11 @@ std::string num(double v) {
   return std::string(buf, p);
 }
 
+nlohmann::json jnum(double v) {
+  if (std::isfinite(v)) return v;
+  return num(v);
+}
+
 std::string hex_code(std::uint64_t code, int bits) {
   const int digits = bits <= 0 ? 1 : (bits + 3) / 4;
   char buf[32];

@@ -59,6 +59,9 @@ struct FixedSpec {
 
   bool operator==(const FixedSpec&) const = default;
   int bits() const { return int_bits + frac_bits; }
+  // Range of the integer k of a value k * 2^-F (two's complement when signed).
+  long long k_min() const { return is_signed ? -(1LL << (bits() - 1)) : 0; }
+  long long k_max() const { return is_signed ? (1LL << (bits() - 1)) - 1 : (1LL << bits()) - 1; }
 };
 
 struct IntSpec {
@@ -69,6 +72,9 @@ struct IntSpec {
   bool perchannel = false; // the consumer supplies one scale per output channel
 
   bool operator==(const IntSpec&) const = default;
+  // Range of the code z (two's complement when signed).
+  long long z_min() const { return is_signed ? -(1LL << (bits - 1)) : 0; }
+  long long z_max() const { return is_signed ? (1LL << (bits - 1)) - 1 : (1LL << bits) - 1; }
 };
 
 enum class FormatKind : std::uint8_t { floating, fixed, integer };

@@ -139,8 +139,7 @@ std::uint64_t encode(const Format& f, double v) {
       const auto& s = f.fixed_spec();
       if (!std::isfinite(v)) throw FormatError("fixed-point format '" + f.to_string() + "' holds only finite values");
       const double k = std::ldexp(v, s.frac_bits);
-      const long long lim_hi = s.is_signed ? (1LL << (s.bits() - 1)) - 1 : (1LL << s.bits()) - 1;
-      const long long lim_lo = s.is_signed ? -(1LL << (s.bits() - 1)) : 0;
+      const long long lim_hi = s.k_max(), lim_lo = s.k_min();
       if (k != std::floor(k) || k > static_cast<double>(lim_hi) || k < static_cast<double>(lim_lo)) {
         throw FormatError("value " + detail::shortest(v) + " is not a value of format '" + f.to_string() + "'");
       }
@@ -150,8 +149,7 @@ std::uint64_t encode(const Format& f, double v) {
       const auto& s = f.int_spec();
       if (!std::isfinite(v)) throw FormatError("integer format '" + f.to_string() + "' holds only finite values");
       const double guess = std::nearbyint(v / s.scale) + static_cast<double>(s.zp);
-      const long long zmin = s.is_signed ? -(1LL << (s.bits - 1)) : 0;
-      const long long zmax = s.is_signed ? (1LL << (s.bits - 1)) - 1 : (1LL << s.bits) - 1;
+      const long long zmin = s.z_min(), zmax = s.z_max();
       if (guess >= static_cast<double>(zmin) - 1 && guess <= static_cast<double>(zmax) + 1) {
         for (long long z = static_cast<long long>(guess) - 1; z <= static_cast<long long>(guess) + 1; ++z) {
           if (z >= zmin && z <= zmax && detail::integer_value(s, z) == v) return to_code(z, s.bits);

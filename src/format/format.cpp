@@ -262,8 +262,7 @@ Format parse_integer(std::string_view whole, const std::string& head, const std:
   if (!n) fail(whole, "'" + head + "': expected intN or uintN with N from " + (s.is_signed ? "2" : "1") + " to 32");
   if (s.is_signed && *n < 2) fail(whole, "int1 has no room for a sign and a value; use int2 or uint1");
   s.bits = *n;
-  const long long lo = s.is_signed ? -(1LL << (s.bits - 1)) : 0;
-  const long long hi = s.is_signed ? (1LL << (s.bits - 1)) - 1 : (1LL << s.bits) - 1;
+  const long long lo = s.z_min(), hi = s.z_max();
   bool have_scale = false, have_zp = false;
   for (const auto& o : opts) {
     if (o.rfind("scale=", 0) == 0) {

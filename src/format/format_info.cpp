@@ -89,8 +89,7 @@ FormatInfo describe(const Format& f) {
     case FormatKind::integer: {
       const auto& s = f.int_spec();
       info.kind = "integer";
-      const long long zmin = s.is_signed ? -(1LL << (s.bits - 1)) : 0;
-      const long long zmax = s.is_signed ? (1LL << (s.bits - 1)) - 1 : (1LL << s.bits) - 1;
+      const long long zmin = s.z_min(), zmax = s.z_max();
       info.precision = s.bits - (s.is_signed ? 1 : 0);
       info.step = s.scale;
       info.max_finite = static_cast<double>(zmax - s.zp) * s.scale;

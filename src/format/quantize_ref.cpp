@@ -232,8 +232,7 @@ QuantResult quantize_fixed(double x, const FixedSpec& s, const Rounding& rnd, st
                            const RandomKey& key) {
   if (std::isnan(x)) return nan_result(true);
   const int n = s.bits();
-  const long long kmax = s.is_signed ? (1LL << (n - 1)) - 1 : (1LL << n) - 1;
-  const long long kmin = s.is_signed ? -(1LL << (n - 1)) : 0;
+  const long long kmax = s.k_max(), kmin = s.k_min();
   const auto value_of = [&](long long k) { return k == 0 ? 0.0 : std::ldexp(static_cast<double>(k), -s.frac_bits); };
   QuantResult res;
   const bool neg = std::signbit(x);
@@ -305,8 +304,7 @@ namespace detail {
 
 long long integer_code(double x, const IntSpec& s, const Rounding& rnd, std::uint64_t index, const RandomKey& key,
                        QuantFlags& flags) {
-  const long long zmin = s.is_signed ? -(1LL << (s.bits - 1)) : 0;
-  const long long zmax = s.is_signed ? (1LL << (s.bits - 1)) - 1 : (1LL << s.bits) - 1;
+  const long long zmin = s.z_min(), zmax = s.z_max();
   const bool neg = std::signbit(x);
   if (x == 0) return s.zp;
   const auto clamp_to = [&](bool low) {

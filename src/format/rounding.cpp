@@ -1,6 +1,4 @@
 // Parsing and printing of rounding modes (the part of a format string after '@').
-#include <charconv>
-
 #include "mpsim/format.h"
 #include "mpsim/round.h"
 #include "text.h"
