@@ -18,6 +18,7 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev libfmt-dev libtomlplusplus-dev  # CLI, JSON, output, configs
   libmpfr-dev libgmp-dev                        # arbitrary-precision test oracle
   zlib1g-dev                                    # gzip data sets
+  libhwy-dev                                    # Highway: SIMD kernels with run-time dispatch
   libopenblas-openmp-dev                        # FP32 baseline GEMM (shares the OpenMP runtime)
   dataset-fashion-mnist                         # training and IDX-reader tests
 )

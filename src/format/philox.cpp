@@ -60,12 +60,14 @@ std::array<std::uint32_t, 4> philox4x32_10(std::array<std::uint32_t, 4> counter,
 }
 
 std::uint32_t random_word(const RandomKey& key, std::uint64_t index, std::uint32_t word) {
+  // Four consecutive elements share one block per word number: a SIMD kernel that needs only
+  // word 0 (nearly always) runs one Philox block per four elements, not per element.
+  const std::uint64_t group = index >> 2;
   const std::array<std::uint32_t, 4> counter = {
-      static_cast<std::uint32_t>(index), static_cast<std::uint32_t>(index >> 32), key.stream,
-      word / 4};
+      static_cast<std::uint32_t>(group), static_cast<std::uint32_t>(group >> 32), key.stream, word};
   const std::array<std::uint32_t, 2> k = {static_cast<std::uint32_t>(key.seed),
                                           static_cast<std::uint32_t>(key.seed >> 32)};
-  return philox(counter, k)[word % 4];
+  return philox(counter, k)[index & 3];
 }
 
 }  // namespace mpsim

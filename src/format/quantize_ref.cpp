@@ -428,7 +428,7 @@ double quantize(double x, const Format& f, std::uint64_t index, const RandomKey&
 
 float quantize(float x, const Format& f, std::uint64_t index, const RandomKey& key) {
   if (f.kind() == FormatKind::integer) {
-    if (std::isnan(x)) return x;
+    if (std::isnan(x)) return std::numeric_limits<float>::quiet_NaN();  // as for every format
     QuantFlags flags;
     return detail::integer_value32(f.int_spec(), detail::integer_code(x, f.int_spec(), f.rounding(), index, key, flags));
   }

@@ -1,0 +1,62 @@
+// What the SIMD quantizer needs to know about a format, for one carrier (fp32 or fp64): a few
+// integers and values derived once per call from the format, so the kernel's inner loop is
+// branch-free arithmetic on the carrier's bits (internal; see quantize_simd.cpp).
+#pragma once
+
+#include <cstdint>
+
+#include "mpsim/format.h"
+
+namespace mpsim::detail {
+
+enum class PlanKind : std::uint8_t {
+  floating,  // radix-2 floats: round the significand at the format's quantum
+  fixed,     // fixed point and power-of-two integers: round x / 2^-F to an integer
+  scalar,    // no SIMD kernel: element by element through the scalar reference
+};
+
+struct QuantPlan {
+  PlanKind kind = PlanKind::scalar;
+  Rounding rounding;
+
+  // The carrier: P significand bits after the point, exponent bias EB.
+  int P = 23, EB = 127;
+
+  // ---- floats ----
+  int M = 0;            // mantissa bits
+  int sub_shift = 0;    // below the lowest normal binade the quantum is 2^(emin - (M - sub_shift)):
+                        // 0 for gradual underflow, M where there are no subnormal values
+  int Tn = 0;           // carrier-biased exponent of the lowest normal binade
+  int t_clamp = 0;      // clamp of (exponent - Tn) that keeps code arithmetic in range
+  int top_biased = 0;   // carrier-biased exponent of the top binade (above it: overflow)
+  std::uint64_t code_offset = 0;  // 2^M where a zero exponent field is a normal binade
+  std::uint64_t max_code = 0;     // magnitude code of the largest finite value
+  bool flushout = false;          // CFG-2: subnormal results become zero
+  bool low_clamp = false;         // no zero (e8m0fnu): below the lowest binade -> code 0
+  bool unsigned_nan = false;      // unsigned: negative and zero inputs give NaN
+  bool fnuz = false;              // no negative zero
+  bool asnormal_gap = false;      // CFG-5: (0, s1) goes to the scalar reference
+  double s1 = 0;                  // smallest positive value of a CFG-5 format
+  // Decoding a magnitude code: field 0 is value (c + small_add) * small_scale (small_add is
+  // 2^M where field 0 is normal, and 0 for code 0 of formats with zero); other codes are the
+  // carrier bits (c << (P - M)) + normal_offset.
+  std::uint64_t small_add = 0;
+  bool zero_code_is_zero = true;
+  double small_scale = 0;
+  std::uint64_t normal_offset = 0;
+  double max_value = 0;      // largest finite value
+  double overflow_value = 0; // what rounding away from zero past the top becomes (inf, NaN, max)
+  double inf_value = 0;      // what an infinite input becomes
+
+  // ---- fixed point ----
+  int Tq = 0;                // carrier-biased exponent of the quantum 2^-F
+  double quantum = 0;        // 2^-F
+  std::uint64_t k_pos = 0;   // largest integer for positive inputs
+  std::uint64_t k_neg = 0;   // largest magnitude for negative inputs
+  bool wrap = false;         // overflow wraps (these lanes go to the scalar reference)
+};
+
+// Throws FormatError for the hysteresis mode.
+QuantPlan make_plan(const Format& f, Carrier carrier);
+
+}  // namespace mpsim::detail

@@ -1,0 +1,472 @@
+// The SIMD quantizer and the SIMD Philox: one source, compiled by Highway's foreach_target for
+// AVX-512 (AVX3), AVX2 and one lane (SCALAR), dispatched at run time (internal; the public API
+// is quantize_array.h and its driver is quantize_array.cpp).
+//
+// How a lane rounds (fp32 shown; fp64 is the same with P = 52, EB = 1023 and 64-bit lanes):
+// the input's magnitude bits u = [E | m] give the exact significand sig = m + 2^23 (E > 0) or
+// m (E = 0) and the binade Eeff = max(E, 1), so |x| = sig * 2^(Eeff - 150) exactly. The
+// format's quantum in that binade is a power of two 2^(Eeff - 150 + d); d (the number of sig
+// bits the format cannot keep) depends only on Eeff. Then K = sig >> d and rem = sig - (K << d)
+// split |x| exactly into kept part and discarded fraction rem / 2^d, and every rounding mode
+// is a comparison on these integers: rne/rna compare 2*rem with 2^d, ro/ru/rd test rem != 0,
+// sr compares the first random word with floor(rem * 2^(32 - d)) (exact unless the two are
+// equal and rem has bits below: then the lane goes to the scalar reference, which reads more
+// words; probability 2^-32), srN adds the top N random bits to floor(rem * 2^(N - d)).
+// K becomes the format's magnitude code with one add (codes are monotone and a carry out of
+// the mantissa is the next binade's first code), and the code becomes the carrier value with a
+// shift and an add (normal codes) or an exact integer-to-float conversion and a power-of-two
+// scale (the binade of exponent field 0). Nothing is rounded except by the decision above, so
+// the lane equals the scalar reference bit for bit; tests check that on every target.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "src/format/quantize_simd.cpp"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <limits>
+
+#include "mpsim/quantize.h"
+#include "mpsim/rng.h"
+#include "quantize_plan.h"
+#include "quantize_simd.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace mpsim::detail::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// ---- Philox4x32-10 over many blocks at once ------------------------------------------------
+
+// Blocks g0 .. g0 + nblocks - 1 of word number `word`: out[4b + j] is output word j of block
+// g0 + b (see rng.h). Writes whole vectors: out must have room for nblocks rounded up to the
+// lane count of 64-bit lanes, times 4.
+HWY_INLINE void PhiloxBlocks(const RandomKey& key, std::uint32_t word, std::uint64_t g0,
+                             std::size_t nblocks, std::uint32_t* HWY_RESTRICT out) {
+  const std::array<std::uint32_t, 2> k = {static_cast<std::uint32_t>(key.seed),
+                                          static_cast<std::uint32_t>(key.seed >> 32)};
+#if HWY_TARGET == HWY_SCALAR
+  for (std::size_t b = 0; b < nblocks; ++b) {
+    const std::uint64_t g = g0 + b;
+    const auto blk = philox4x32_10(
+        {static_cast<std::uint32_t>(g), static_cast<std::uint32_t>(g >> 32), key.stream, word}, k);
+    std::memcpy(out + 4 * b, blk.data(), sizeof blk);
+  }
+#else
+  // Each 64-bit lane holds one block; the four state words live in the low halves of four
+  // vectors (the high halves carry junk that MulEven ignores), so a 32x32->64 product is one
+  // MulEven and its high half one shift.
+  const hn::ScalableTag<std::uint64_t> d64;
+  const hn::Repartition<std::uint32_t, decltype(d64)> d32;
+  const std::size_t N = hn::Lanes(d64);
+  const auto mul0 = hn::Set(d32, 0xD2511F53u);
+  const auto mul1 = hn::Set(d32, 0xCD9E8D57u);
+  const auto low32 = hn::Set(d64, 0xFFFFFFFFull);
+  for (std::size_t b = 0; b < nblocks; b += N) {
+    const auto g = hn::Iota(d64, g0 + b);
+    auto c0 = g;
+    auto c1 = hn::ShiftRight<32>(g);
+    auto c2 = hn::Set(d64, std::uint64_t{key.stream});
+    auto c3 = hn::Set(d64, std::uint64_t{word});
+    std::uint32_t k0 = k[0], k1 = k[1];
+    for (int r = 0; r < 10; ++r) {
+      const auto p0 = hn::MulEven(hn::BitCast(d32, c0), mul0);
+      const auto p1 = hn::MulEven(hn::BitCast(d32, c2), mul1);
+      c0 = hn::Xor3(hn::ShiftRight<32>(p1), c1, hn::Set(d64, std::uint64_t{k0}));
+      c1 = p1;
+      c2 = hn::Xor3(hn::ShiftRight<32>(p0), c3, hn::Set(d64, std::uint64_t{k1}));
+      c3 = p0;
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
+    }
+    const auto y01 = hn::Or(hn::And(c0, low32), hn::ShiftLeft<32>(c1));
+    const auto y23 = hn::Or(hn::And(c2, low32), hn::ShiftLeft<32>(c3));
+    hn::StoreInterleaved2(y01, y23, d64, reinterpret_cast<std::uint64_t*>(out + 4 * b));
+  }
+#endif
+}
+
+// Word 0 of elements first .. first + n - 1, in order.
+void RandomWords(const RandomKey& key, std::uint64_t first, std::size_t n, std::uint32_t* out) {
+  constexpr std::size_t kChunk = 1024;
+  alignas(64) std::uint32_t buf[kChunk + 8 + 4 * HWY_MAX_BYTES / 8];
+  for (std::size_t c = 0; c < n; c += kChunk) {
+    const std::size_t len = std::min(kChunk, n - c);
+    const std::uint64_t i0 = first + c;
+    const std::uint64_t g0 = i0 >> 2, g1 = (i0 + len - 1) >> 2;
+    if (g1 < g0) {  // the index wraps past 2^64 inside this chunk
+      for (std::size_t i = 0; i < len; ++i) out[c + i] = random_word(key, i0 + i, 0);
+      continue;
+    }
+    PhiloxBlocks(key, 0, g0, static_cast<std::size_t>(g1 - g0 + 1), buf);
+    std::memcpy(out + c, buf + (i0 & 3), len * sizeof(std::uint32_t));
+  }
+}
+
+// ---- the rounding decision -----------------------------------------------------------------
+
+// Lanes that take the upper neighbour, from the exact split sig = (K << dc) + rem with the true
+// shift dsh (dc = min(dsh, P + 1); `tiny` lanes have dsh > P + 1, so their fraction rem / 2^dsh
+// is below one half). `odd`: the lower neighbour's code is odd. `w0`: random word 0 of each
+// lane. Adds to `fallback` the lanes whose decision needs more random words.
+template <RoundMode MODE, class DU, class DI, class VU = hn::Vec<DU>, class VI = hn::Vec<DI>,
+          class MU = hn::Mask<DU>>
+HWY_INLINE MU RoundUp(DU du, DI di, const QuantPlan& p, VU rem, VI dsh, VU dc, MU odd, MU tiny,
+                      MU neg, VU w0, MU& fallback) {
+  using TU = hn::TFromD<DU>;
+  using TI = hn::TFromD<DI>;
+  constexpr int W = static_cast<int>(sizeof(TU) * 8);
+  const VU zero = hn::Zero(du);
+  const auto clamp_shift = [&](VI s) {
+    return hn::BitCast(du, hn::Min(hn::Max(s, hn::Zero(di)), hn::Set(di, TI{W - 1})));
+  };
+  if constexpr (MODE == RoundMode::rne || MODE == RoundMode::rna) {
+    const VU rem2 = hn::Add(rem, rem);
+    const VU pw = hn::Shl(hn::Set(du, TU{1}), dc);
+    const MU gt = hn::AndNot(tiny, hn::Gt(rem2, pw));
+    const MU eq = hn::AndNot(tiny, hn::Eq(rem2, pw));
+    if constexpr (MODE == RoundMode::rne) return hn::Or(gt, hn::And(eq, odd));
+    else return hn::Or(gt, eq);
+  } else if constexpr (MODE == RoundMode::rz) {
+    return hn::Ne(zero, zero);
+  } else if constexpr (MODE == RoundMode::ru) {
+    return hn::AndNot(neg, hn::Ne(rem, zero));
+  } else if constexpr (MODE == RoundMode::rd) {
+    return hn::And(neg, hn::Ne(rem, zero));
+  } else if constexpr (MODE == RoundMode::ro) {
+    return hn::AndNot(odd, hn::Ne(rem, zero));
+  } else if constexpr (MODE == RoundMode::sr) {
+    // F0 = floor(rem * 2^(32 - dsh)): U < rem / 2^dsh iff w0 < F0, except when w0 == F0 and
+    // the fraction has bits below the first word.
+    const VU sl = clamp_shift(hn::Sub(hn::Set(di, TI{32}), dsh));
+    const VU sr = clamp_shift(hn::Sub(dsh, hn::Set(di, TI{32})));
+    const VU f0 = hn::Shr(hn::Shl(rem, sl), sr);
+    const MU sticky = hn::And(hn::RebindMask(du, hn::Gt(dsh, hn::Set(di, TI{32}))),
+                              hn::Ne(hn::Shl(f0, sr), rem));
+    fallback = hn::Or(fallback, hn::And(sticky, hn::Eq(w0, f0)));
+    return hn::Lt(w0, f0);
+  } else {
+    static_assert(MODE == RoundMode::srn);
+    // Hardware style: floor(fraction * 2^N) + top N bits of the word reaches 2^N.
+    const int n = p.rounding.param;
+    const VI nv = hn::Set(di, static_cast<TI>(n));
+    const VU kept = hn::Shr(hn::Shl(rem, clamp_shift(hn::Sub(nv, dsh))), clamp_shift(hn::Sub(dsh, nv)));
+    const VU rnd = hn::ShiftRightSame(w0, 32 - n);
+    // 2^N - kept, wrapping at 2^32 for N = 32 in 32-bit lanes (kept != 0 there).
+    const TU one_n = (n == 32 && W == 32) ? TU{0} : static_cast<TU>(TU{1} << (n % W));
+    const VU threshold = hn::Sub(hn::Set(du, one_n), kept);
+    return hn::And(hn::Ne(kept, zero), hn::Not(hn::Lt(rnd, threshold)));
+  }
+}
+
+// ---- one vector of a float format ------------------------------------------------------
+
+template <class D>
+struct Lanes {
+  using T = hn::TFromD<D>;
+  using DU = hn::RebindToUnsigned<D>;
+  using DI = hn::RebindToSigned<D>;
+  using TU = hn::TFromD<DU>;
+  using TI = hn::TFromD<DI>;
+  static constexpr int P = sizeof(T) == 4 ? 23 : 52;
+  static constexpr TU kSign = TU{1} << (sizeof(T) * 8 - 1);
+  static constexpr TU kInfBits = sizeof(T) == 4 ? TU(0x7F800000u) : TU(0x7FF0000000000000ull);
+};
+
+// Random word 0 of each lane, widened to the lane size.
+template <class D>
+HWY_INLINE hn::Vec<hn::RebindToUnsigned<D>> LoadWords(D /*d*/, const std::uint32_t* w) {
+  const hn::RebindToUnsigned<D> du;
+  if constexpr (sizeof(hn::TFromD<D>) == 4) {
+    return hn::LoadU(du, w);
+  } else {
+    const hn::Rebind<std::uint32_t, decltype(du)> d32;
+    return hn::PromoteTo(du, hn::LoadU(d32, w));
+  }
+}
+
+// What every kernel starts with: sign, magnitude bits, exact significand and binade.
+template <class D>
+struct Split {
+  hn::Vec<hn::RebindToUnsigned<D>> sign, u, sig, eeff;
+};
+
+template <class D>
+HWY_INLINE Split<D> SplitInput(D /*d*/, hn::Vec<D> x) {
+  using L = Lanes<D>;
+  const typename L::DU du;
+  const auto bits = hn::BitCast(du, x);
+  const auto sign_mask = hn::Set(du, L::kSign);
+  Split<D> s;
+  s.sign = hn::And(bits, sign_mask);
+  s.u = hn::AndNot(sign_mask, bits);
+  const auto e = hn::ShiftRight<L::P>(s.u);
+  const auto one = hn::Set(du, typename L::TU{1});
+  const auto hidden = hn::Set(du, typename L::TU{1} << L::P);
+  s.sig = hn::Or(hn::And(s.u, hn::Sub(hidden, one)), hn::IfThenElseZero(hn::Ne(e, hn::Zero(du)), hidden));
+  s.eeff = hn::Max(e, one);
+  return s;
+}
+
+template <RoundMode MODE, class D>
+HWY_INLINE hn::Vec<D> FloatVector(D d, const QuantPlan& p, hn::Vec<D> x, const std::uint32_t* w,
+                                  hn::Mask<hn::RebindToUnsigned<D>>& fallback) {
+  using L = Lanes<D>;
+  using TU = typename L::TU;
+  using TI = typename L::TI;
+  const typename L::DU du;
+  const typename L::DI di;
+  const auto one = hn::Set(du, TU{1});
+  const Split<D> s = SplitInput(d, x);
+  const auto neg = hn::Ne(s.sign, hn::Zero(du));
+
+  const auto t = hn::Sub(hn::BitCast(di, s.eeff), hn::Set(di, static_cast<TI>(p.Tn)));
+  const auto normal = hn::RebindMask(du, hn::Not(hn::Lt(t, hn::Zero(di))));
+  const auto dsh = hn::IfThenElse(hn::RebindMask(di, normal), hn::Set(di, static_cast<TI>(L::P - p.M)),
+                                  hn::Sub(hn::Set(di, static_cast<TI>(L::P - p.M + p.sub_shift)), t));
+  const auto tiny = hn::RebindMask(du, hn::Gt(dsh, hn::Set(di, static_cast<TI>(L::P + 1))));
+  const auto dc = hn::BitCast(du, hn::Min(dsh, hn::Set(di, static_cast<TI>(L::P + 1))));
+  const auto K = hn::Shr(s.sig, dc);
+  const auto rem = hn::Sub(s.sig, hn::Shl(K, dc));
+  const auto tc = hn::BitCast(du, hn::Min(hn::Max(t, hn::Zero(di)), hn::Set(di, static_cast<TI>(p.t_clamp))));
+  const auto code_lo =
+      hn::IfThenElse(normal, hn::Sub(hn::Add(hn::ShiftLeftSame(tc, p.M), K), hn::Set(du, static_cast<TU>(p.code_offset))),
+                     hn::ShiftLeftSame(K, p.sub_shift));
+  const auto odd = hn::Ne(hn::And(code_lo, one), hn::Zero(du));
+  hn::Vec<hn::RebindToUnsigned<D>> w0 = hn::Zero(du);
+  if constexpr (MODE == RoundMode::sr || MODE == RoundMode::srn) w0 = LoadWords(d, w);
+  const auto up = RoundUp<MODE>(du, di, p, rem, dsh, dc, odd, tiny, neg, w0, fallback);
+  // Round K, then form the code: a carry out of the mantissa is the next binade's first code;
+  // below the normal range the step between neighbours is 2^sub_shift codes.
+  const auto Kr = hn::Sub(K, hn::VecFromMask(du, up));  // + 1 where up
+  auto code = hn::IfThenElse(
+      normal, hn::Sub(hn::Add(hn::ShiftLeftSame(tc, p.M), Kr), hn::Set(du, static_cast<TU>(p.code_offset))),
+      hn::ShiftLeftSame(Kr, p.sub_shift));
+
+  const auto first_normal = hn::Set(du, TU{1} << p.M);
+  if (p.flushout) code = hn::IfThenZeroElse(hn::Lt(code, first_normal), code);
+  if (p.low_clamp) code = hn::IfThenZeroElse(hn::RebindMask(du, hn::Lt(t, hn::Zero(di))), code);
+  const auto over = hn::Or(hn::RebindMask(du, hn::Gt(hn::BitCast(di, s.eeff), hn::Set(di, static_cast<TI>(p.top_biased)))),
+                           hn::Gt(code, hn::Set(du, static_cast<TU>(p.max_code))));
+
+  // Code -> carrier value.
+  auto mag = hn::BitCast(d, hn::Add(hn::ShiftLeftSame(code, L::P - p.M), hn::Set(du, static_cast<TU>(p.normal_offset))));
+  const auto small = hn::Lt(code, first_normal);
+  if (!hn::AllFalse(du, small)) {
+    auto add = hn::Set(du, static_cast<TU>(p.small_add));
+    if (p.zero_code_is_zero) add = hn::IfThenZeroElse(hn::Eq(code, hn::Zero(du)), add);
+    const auto v = hn::Mul(hn::ConvertTo(d, hn::BitCast(di, hn::Add(code, add))), hn::Set(d, static_cast<hn::TFromD<D>>(p.small_scale)));
+    mag = hn::IfThenElse(hn::RebindMask(d, small), v, mag);
+  }
+  // Overflow: the toward-zero modes stop at the largest finite value.
+  const auto vmax = hn::Set(d, static_cast<hn::TFromD<D>>(p.max_value));
+  const auto vover = hn::Set(d, static_cast<hn::TFromD<D>>(p.overflow_value));
+  hn::Vec<D> over_value;
+  if constexpr (MODE == RoundMode::rz || MODE == RoundMode::ro) over_value = vmax;
+  else if constexpr (MODE == RoundMode::ru) over_value = hn::IfThenElse(hn::RebindMask(d, neg), vmax, vover);
+  else if constexpr (MODE == RoundMode::rd) over_value = hn::IfThenElse(hn::RebindMask(d, neg), vover, vmax);
+  else over_value = vover;
+  mag = hn::IfThenElse(hn::RebindMask(d, over), over_value, mag);
+  const auto inf_bits = hn::Set(du, L::kInfBits);
+  mag = hn::IfThenElse(hn::RebindMask(d, hn::Eq(s.u, inf_bits)), hn::Set(d, static_cast<hn::TFromD<D>>(p.inf_value)), mag);
+
+  auto sign = s.sign;
+  if (p.fnuz) sign = hn::IfThenZeroElse(hn::Eq(hn::BitCast(du, mag), hn::Zero(du)), sign);
+  auto result = hn::BitCast(d, hn::Or(hn::BitCast(du, mag), sign));
+  auto nan_out = hn::Gt(s.u, inf_bits);
+  if (p.unsigned_nan) nan_out = hn::Or(nan_out, hn::Or(neg, hn::Eq(s.u, hn::Zero(du))));
+  nan_out = hn::Or(nan_out, hn::RebindMask(du, hn::IsNaN(result)));
+  result = hn::IfThenElse(hn::RebindMask(d, nan_out), hn::Set(d, std::numeric_limits<hn::TFromD<D>>::quiet_NaN()), result);
+  if (p.Tn < 1) {
+    // The format's lowest binade lies among the carrier's subnormals (e8m0fnu in fp32), where
+    // the significand has no hidden bit to locate the binade by: such inputs go to the reference.
+    const auto sub_in = hn::And(hn::Lt(s.u, hn::Set(du, TU{1} << L::P)), hn::Ne(s.u, hn::Zero(du)));
+    fallback = hn::Or(fallback, sub_in);
+  }
+  if (p.asnormal_gap) {
+    const auto gap = hn::And(hn::Lt(hn::BitCast(d, s.u), hn::Set(d, static_cast<hn::TFromD<D>>(p.s1))),
+                             hn::Ne(hn::BitCast(d, s.u), hn::Zero(d)));
+    fallback = hn::Or(fallback, hn::RebindMask(du, gap));
+  }
+  return result;
+}
+
+// ---- one vector of fixed point (and power-of-two integers) -------------------------------
+
+template <RoundMode MODE, class D>
+HWY_INLINE hn::Vec<D> FixedVector(D d, const QuantPlan& p, hn::Vec<D> x, const std::uint32_t* w,
+                                  hn::Mask<hn::RebindToUnsigned<D>>& fallback) {
+  using L = Lanes<D>;
+  using TU = typename L::TU;
+  using TI = typename L::TI;
+  const typename L::DU du;
+  const typename L::DI di;
+  const auto one = hn::Set(du, TU{1});
+  const Split<D> s = SplitInput(d, x);
+  const auto neg = hn::Ne(s.sign, hn::Zero(du));
+  const auto inf_bits = hn::Set(du, L::kInfBits);
+  const auto special = hn::Not(hn::Lt(s.u, inf_bits));
+
+  // |x| / 2^-F = sig * 2^(Eeff - Tq - P): dsh = P - (Eeff - Tq) bits of sig lie below the point.
+  const auto dsh = hn::Sub(hn::Set(di, static_cast<TI>(L::P + p.Tq)), hn::BitCast(di, s.eeff));
+  const auto big = hn::AndNot(special, hn::RebindMask(du, hn::Lt(dsh, hn::Zero(di))));
+  const auto tiny = hn::RebindMask(du, hn::Gt(dsh, hn::Set(di, static_cast<TI>(L::P + 1))));
+  const auto dc = hn::BitCast(du, hn::Min(hn::Max(dsh, hn::Zero(di)), hn::Set(di, static_cast<TI>(L::P + 1))));
+  const auto K = hn::Shr(s.sig, dc);
+  const auto rem = hn::Sub(s.sig, hn::Shl(K, dc));
+  const auto odd = hn::Ne(hn::And(K, one), hn::Zero(du));
+  hn::Vec<hn::RebindToUnsigned<D>> w0 = hn::Zero(du);
+  if constexpr (MODE == RoundMode::sr || MODE == RoundMode::srn) w0 = LoadWords(d, w);
+  auto round_fb = hn::Ne(hn::Zero(du), hn::Zero(du));
+  const auto up = RoundUp<MODE>(du, di, p, rem, dsh, dc, odd, tiny, neg, w0, round_fb);
+  auto k = hn::Sub(K, hn::VecFromMask(du, up));
+  const auto limit = hn::IfThenElse(neg, hn::Set(du, static_cast<TU>(p.k_neg)), hn::Set(du, static_cast<TU>(p.k_pos)));
+  const auto over = hn::Gt(k, limit);
+  // To the reference: more random words, |x| 2^F >= 2^(P+1), and wrapping overflow. Infinity
+  // and NaN stay here (they saturate, or stay NaN).
+  auto fb = hn::Or(round_fb, big);
+  if (p.wrap) fb = hn::Or(fb, over);
+  fallback = hn::Or(fallback, hn::AndNot(special, fb));
+  k = hn::IfThenElse(hn::Or(over, special), limit, k);
+  const auto value = hn::Mul(hn::ConvertTo(d, hn::BitCast(di, k)), hn::Set(d, static_cast<hn::TFromD<D>>(p.quantum)));
+  // Fixed point has no negative zero.
+  const auto sign = hn::IfThenZeroElse(hn::Eq(k, hn::Zero(du)), s.sign);
+  auto result = hn::BitCast(d, hn::Or(hn::BitCast(du, value), sign));
+  result = hn::IfThenElse(hn::RebindMask(d, hn::Gt(s.u, inf_bits)), hn::Set(d, std::numeric_limits<hn::TFromD<D>>::quiet_NaN()), result);
+  return result;
+}
+
+// ---- arrays ------------------------------------------------------------------------------
+
+template <typename T>
+HWY_NOINLINE void FixLanes(const Format& f, const T* x, T* out, std::uint64_t bits, std::size_t lanes,
+                           std::uint64_t index, const RandomKey& key) {
+  for (std::size_t j = 0; j < lanes; ++j) {
+    if ((bits >> j) & 1) out[j] = quantize(x[j], f, index + j, key);
+  }
+}
+
+template <RoundMode MODE, bool kFixed, typename T>
+HWY_INLINE void QuantizeRange(const QuantPlan& p, const Format& f, const T* in, T* out, std::size_t n,
+                              std::uint64_t first, const RandomKey& key) {
+  const hn::ScalableTag<T> d;
+  const hn::RebindToUnsigned<decltype(d)> du;
+  const std::size_t N = hn::Lanes(d);
+  constexpr bool kRandom = MODE == RoundMode::sr || MODE == RoundMode::srn;
+  constexpr std::size_t kChunk = 1024;
+  constexpr std::size_t kMaxLanes = HWY_MAX_BYTES / sizeof(T);
+  alignas(64) std::uint32_t words[kChunk + 8 + 4 * HWY_MAX_BYTES / 8];
+  alignas(64) T saved[kMaxLanes];
+  alignas(64) T tail_in[kMaxLanes];
+  alignas(64) std::uint32_t tail_words[kMaxLanes];
+
+  const auto one_vector = [&](const T* src, T* dst, const std::uint32_t* w, std::uint64_t index) {
+    const auto x = hn::LoadU(d, src);
+    auto fallback = hn::Ne(hn::Zero(du), hn::Zero(du));
+    hn::Vec<decltype(d)> y;
+    if constexpr (kFixed) y = FixedVector<MODE>(d, p, x, w, fallback);
+    else y = FloatVector<MODE>(d, p, x, w, fallback);
+    if (HWY_UNLIKELY(!hn::AllFalse(du, fallback))) {
+      hn::Store(x, d, saved);  // dst may be src
+      hn::StoreU(y, d, dst);
+      std::uint8_t mask_bytes[8] = {};
+      hn::StoreMaskBits(du, fallback, mask_bytes);
+      std::uint64_t bits = 0;
+      std::memcpy(&bits, mask_bytes, sizeof bits);
+      FixLanes(f, saved, dst, bits, N, index, key);
+    } else {
+      hn::StoreU(y, d, dst);
+    }
+  };
+
+  for (std::size_t c = 0; c < n; c += kChunk) {
+    const std::size_t len = std::min(kChunk, n - c);
+    const std::uint64_t i0 = first + c;
+    const std::uint32_t* w = words;
+    if constexpr (kRandom) {
+      const std::uint64_t g0 = i0 >> 2, g1 = (i0 + len - 1) >> 2;
+      if (HWY_UNLIKELY(g1 < g0)) {  // the index wraps past 2^64 inside this chunk
+        for (std::size_t i = 0; i < len; ++i) out[c + i] = quantize(in[c + i], f, i0 + i, key);
+        continue;
+      }
+      PhiloxBlocks(key, 0, g0, static_cast<std::size_t>(g1 - g0 + 1), words);
+      w = words + (i0 & 3);
+    }
+    std::size_t i = 0;
+    for (; i + N <= len; i += N) one_vector(in + c + i, out + c + i, w + i, i0 + i);
+    if (i < len) {
+      const std::size_t rest = len - i;
+      std::fill(tail_in, tail_in + kMaxLanes, T{0});
+      std::fill(tail_words, tail_words + kMaxLanes, 0u);
+      std::memcpy(tail_in, in + c + i, rest * sizeof(T));
+      if constexpr (kRandom) std::memcpy(tail_words, w + i, rest * sizeof(std::uint32_t));
+      alignas(64) T tail_out[kMaxLanes];
+      one_vector(tail_in, tail_out, tail_words, i0 + i);
+      std::memcpy(out + c + i, tail_out, rest * sizeof(T));
+    }
+  }
+}
+
+template <typename T>
+void QuantizeAny(const QuantPlan& p, const Format& f, const T* in, T* out, std::size_t n, std::uint64_t first,
+                 const RandomKey& key) {
+#define MPSIM_QUANTIZE_MODE(m)                                                    \
+  case RoundMode::m:                                                              \
+    if (p.kind == PlanKind::fixed) QuantizeRange<RoundMode::m, true>(p, f, in, out, n, first, key); \
+    else QuantizeRange<RoundMode::m, false>(p, f, in, out, n, first, key);        \
+    return;
+  switch (p.rounding.mode) {
+    MPSIM_QUANTIZE_MODE(rne)
+    MPSIM_QUANTIZE_MODE(rna)
+    MPSIM_QUANTIZE_MODE(rz)
+    MPSIM_QUANTIZE_MODE(ru)
+    MPSIM_QUANTIZE_MODE(rd)
+    MPSIM_QUANTIZE_MODE(ro)
+    MPSIM_QUANTIZE_MODE(sr)
+    MPSIM_QUANTIZE_MODE(srn)
+    case RoundMode::hyst: break;
+  }
+#undef MPSIM_QUANTIZE_MODE
+}
+
+void QuantizeF32(const QuantPlan& p, const Format& f, const float* in, float* out, std::size_t n,
+                 std::uint64_t first, const RandomKey& key) {
+  QuantizeAny(p, f, in, out, n, first, key);
+}
+
+void QuantizeF64(const QuantPlan& p, const Format& f, const double* in, double* out, std::size_t n,
+                 std::uint64_t first, const RandomKey& key) {
+  QuantizeAny(p, f, in, out, n, first, key);
+}
+
+std::int64_t ThisTarget() { return HWY_TARGET; }
+
+}  // namespace mpsim::detail::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace mpsim::detail {
+
+HWY_EXPORT(QuantizeF32);
+HWY_EXPORT(QuantizeF64);
+HWY_EXPORT(RandomWords);
+HWY_EXPORT(ThisTarget);
+
+void simd_quantize(const QuantPlan& p, const Format& f, const float* in, float* out, std::size_t n,
+                   std::uint64_t first, const RandomKey& key) {
+  HWY_DYNAMIC_DISPATCH(QuantizeF32)(p, f, in, out, n, first, key);
+}
+
+void simd_quantize(const QuantPlan& p, const Format& f, const double* in, double* out, std::size_t n,
+                   std::uint64_t first, const RandomKey& key) {
+  HWY_DYNAMIC_DISPATCH(QuantizeF64)(p, f, in, out, n, first, key);
+}
+
+void simd_random_words(const RandomKey& key, std::uint64_t first, std::size_t n, std::uint32_t* out) {
+  HWY_DYNAMIC_DISPATCH(RandomWords)(key, first, n, out);
+}
+
+std::int64_t simd_target() { return HWY_DYNAMIC_DISPATCH(ThisTarget)(); }
+
+}  // namespace mpsim::detail
+#endif  // HWY_ONCE

@@ -1,0 +1,26 @@
+// Entry points of the SIMD kernels (quantize_simd.cpp), dispatched at run time to the best
+// instruction set the CPU has, or the one forced through quantize_array.h (internal).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "mpsim/format.h"
+#include "mpsim/round.h"
+#include "quantize_plan.h"
+
+namespace mpsim::detail {
+
+// out[i] = quantize(in[i], f, first + i, key) for a plan of kind floating or fixed.
+void simd_quantize(const QuantPlan& p, const Format& f, const float* in, float* out, std::size_t n,
+                   std::uint64_t first, const RandomKey& key);
+void simd_quantize(const QuantPlan& p, const Format& f, const double* in, double* out, std::size_t n,
+                   std::uint64_t first, const RandomKey& key);
+
+// out[i] = random_word(key, first + i, 0).
+void simd_random_words(const RandomKey& key, std::uint64_t first, std::size_t n, std::uint32_t* out);
+
+// The Highway target (HWY_AVX3, HWY_AVX2, HWY_SCALAR) that dispatch picks now.
+std::int64_t simd_target();
+
+}  // namespace mpsim::detail
