@@ -24,6 +24,7 @@ using Runner = std::function<int()>;
 Runner add_format_command(CLI::App& app);
 Runner add_quantize_command(CLI::App& app);
 Runner add_demo_command(CLI::App& app);
+Runner add_bench_command(CLI::App& app);
 
 // Shortest decimal that reads back to the same double; inf, -inf, nan spelled out.
 std::string num(double v);

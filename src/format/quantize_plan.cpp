@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "float_geometry.h"
@@ -52,6 +53,25 @@ void plan_float(QuantPlan& p, const FloatSpec& s, const Format& f, Carrier carri
   else if (g.has_inf) p.overflow_value = kInf;
   else p.overflow_value = kNaN;
   p.inf_value = p.overflow_value;
+  // The fast path needs the lowest normal binade to be carrier-normal, a sign and a zero (not
+  // e8m0fnu), and the code parity of a tie to be bit P - M of the carrier (with M = 0 that bit
+  // is the exponent's lowest bit, which is the code's only if EB - bias is even).
+  const auto carrier_bits = [&](double v) {
+    if (carrier == Carrier::fp32) {
+      const float x = static_cast<float>(v);
+      std::uint32_t b;
+      std::memcpy(&b, &x, sizeof b);
+      return std::uint64_t{b};
+    }
+    std::uint64_t b;
+    std::memcpy(&b, &v, sizeof b);
+    return b;
+  };
+  if (p.Tn >= 1 && s.is_signed && s.has_zero && (M > 0 || (p.EB - s.bias) % 2 == 0)) {
+    p.fast = true;
+    p.fast_lo = carrier_bits(p.asnormal_gap ? p.s1 : std::ldexp(1.0, emin_n));
+    p.fast_hi = carrier_bits(p.max_value);
+  }
 }
 
 // Rounds to integers k with value k * 2^-F, k_neg <= k <= k_pos (saturating, or wrapping).

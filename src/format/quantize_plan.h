@@ -47,6 +47,11 @@ struct QuantPlan {
   double max_value = 0;      // largest finite value
   double overflow_value = 0; // what rounding away from zero past the top becomes (inf, NaN, max)
   double inf_value = 0;      // what an infinite input becomes
+  // The fast path: where every lane of a vector is zero or lies in [fast_lo, fast_hi] (normal
+  // binades up to the largest finite value), rounding is one operation on the carrier bits at
+  // the fixed position P - M: no subnormals, no overflow, no specials to consider.
+  bool fast = false;
+  std::uint64_t fast_lo = 0, fast_hi = 0;  // carrier bit patterns of the magnitudes
 
   // ---- fixed point ----
   int Tq = 0;                // carrier-biased exponent of the quantum 2^-F

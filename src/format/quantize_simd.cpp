@@ -38,9 +38,12 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 // ---- Philox4x32-10 over many blocks at once ------------------------------------------------
 
+// Words PhiloxBlocks may write past 4 * nblocks: up to 4 interleaved vectors of 64-bit lanes.
+constexpr std::size_t kPhiloxSlack = 4 * 4 * HWY_MAX_BYTES / 8;
+
 // Blocks g0 .. g0 + nblocks - 1 of word number `word`: out[4b + j] is output word j of block
-// g0 + b (see rng.h). Writes whole vectors: out must have room for nblocks rounded up to the
-// lane count of 64-bit lanes, times 4.
+// g0 + b (see rng.h). Writes whole groups of vectors: out must have room for 4 * nblocks words
+// plus kPhiloxSlack.
 HWY_INLINE void PhiloxBlocks(const RandomKey& key, std::uint32_t word, std::uint64_t g0,
                              std::size_t nblocks, std::uint32_t* HWY_RESTRICT out) {
   const std::array<std::uint32_t, 2> k = {static_cast<std::uint32_t>(key.seed),
@@ -55,33 +58,45 @@ HWY_INLINE void PhiloxBlocks(const RandomKey& key, std::uint32_t word, std::uint
 #else
   // Each 64-bit lane holds one block; the four state words live in the low halves of four
   // vectors (the high halves carry junk that MulEven ignores), so a 32x32->64 product is one
-  // MulEven and its high half one shift.
+  // MulEven and its high half one shift. kInterleave independent vectors go through the rounds
+  // together: one alone would wait on the multiplier's latency every round.
+  constexpr std::size_t kInterleave = 4;
   const hn::ScalableTag<std::uint64_t> d64;
   const hn::Repartition<std::uint32_t, decltype(d64)> d32;
+  using V = hn::Vec<decltype(d64)>;
   const std::size_t N = hn::Lanes(d64);
   const auto mul0 = hn::Set(d32, 0xD2511F53u);
   const auto mul1 = hn::Set(d32, 0xCD9E8D57u);
   const auto low32 = hn::Set(d64, 0xFFFFFFFFull);
-  for (std::size_t b = 0; b < nblocks; b += N) {
-    const auto g = hn::Iota(d64, g0 + b);
-    auto c0 = g;
-    auto c1 = hn::ShiftRight<32>(g);
-    auto c2 = hn::Set(d64, std::uint64_t{key.stream});
-    auto c3 = hn::Set(d64, std::uint64_t{word});
+  for (std::size_t b = 0; b < nblocks; b += kInterleave * N) {
+    V c0[kInterleave], c1[kInterleave], c2[kInterleave], c3[kInterleave];
+    for (std::size_t v = 0; v < kInterleave; ++v) {
+      const auto g = hn::Iota(d64, g0 + b + v * N);
+      c0[v] = g;
+      c1[v] = hn::ShiftRight<32>(g);
+      c2[v] = hn::Set(d64, std::uint64_t{key.stream});
+      c3[v] = hn::Set(d64, std::uint64_t{word});
+    }
     std::uint32_t k0 = k[0], k1 = k[1];
     for (int r = 0; r < 10; ++r) {
-      const auto p0 = hn::MulEven(hn::BitCast(d32, c0), mul0);
-      const auto p1 = hn::MulEven(hn::BitCast(d32, c2), mul1);
-      c0 = hn::Xor3(hn::ShiftRight<32>(p1), c1, hn::Set(d64, std::uint64_t{k0}));
-      c1 = p1;
-      c2 = hn::Xor3(hn::ShiftRight<32>(p0), c3, hn::Set(d64, std::uint64_t{k1}));
-      c3 = p0;
+      const auto key0 = hn::Set(d64, std::uint64_t{k0});
+      const auto key1 = hn::Set(d64, std::uint64_t{k1});
+      for (std::size_t v = 0; v < kInterleave; ++v) {
+        const auto p0 = hn::MulEven(hn::BitCast(d32, c0[v]), mul0);
+        const auto p1 = hn::MulEven(hn::BitCast(d32, c2[v]), mul1);
+        c0[v] = hn::Xor3(hn::ShiftRight<32>(p1), c1[v], key0);
+        c1[v] = p1;
+        c2[v] = hn::Xor3(hn::ShiftRight<32>(p0), c3[v], key1);
+        c3[v] = p0;
+      }
       k0 += 0x9E3779B9u;
       k1 += 0xBB67AE85u;
     }
-    const auto y01 = hn::Or(hn::And(c0, low32), hn::ShiftLeft<32>(c1));
-    const auto y23 = hn::Or(hn::And(c2, low32), hn::ShiftLeft<32>(c3));
-    hn::StoreInterleaved2(y01, y23, d64, reinterpret_cast<std::uint64_t*>(out + 4 * b));
+    for (std::size_t v = 0; v < kInterleave; ++v) {
+      const auto y01 = hn::Or(hn::And(c0[v], low32), hn::ShiftLeft<32>(c1[v]));
+      const auto y23 = hn::Or(hn::And(c2[v], low32), hn::ShiftLeft<32>(c3[v]));
+      hn::StoreInterleaved2(y01, y23, d64, reinterpret_cast<std::uint64_t*>(out + 4 * (b + v * N)));
+    }
   }
 #endif
 }
@@ -89,7 +104,7 @@ HWY_INLINE void PhiloxBlocks(const RandomKey& key, std::uint32_t word, std::uint
 // Word 0 of elements first .. first + n - 1, in order.
 void RandomWords(const RandomKey& key, std::uint64_t first, std::size_t n, std::uint32_t* out) {
   constexpr std::size_t kChunk = 1024;
-  alignas(64) std::uint32_t buf[kChunk + 8 + 4 * HWY_MAX_BYTES / 8];
+  alignas(64) std::uint32_t buf[kChunk + 8 + kPhiloxSlack];
   for (std::size_t c = 0; c < n; c += kChunk) {
     const std::size_t len = std::min(kChunk, n - c);
     const std::uint64_t i0 = first + c;
@@ -220,6 +235,31 @@ HWY_INLINE hn::Vec<D> FloatVector(D d, const QuantPlan& p, hn::Vec<D> x, const s
   const Split<D> s = SplitInput(d, x);
   const auto neg = hn::Ne(s.sign, hn::Zero(du));
 
+  if (p.fast) {
+    // Magnitudes below 2^(W-1): signed compares are unsigned ones here.
+    const auto ui = hn::BitCast(di, s.u);
+    const auto in_range = hn::Or(hn::RebindMask(du, hn::Eq(ui, hn::Zero(di))),
+                                 hn::RebindMask(du, hn::And(hn::Not(hn::Lt(ui, hn::Set(di, static_cast<TI>(p.fast_lo)))),
+                                                            hn::Not(hn::Gt(ui, hn::Set(di, static_cast<TI>(p.fast_hi)))))));
+    if (hn::AllTrue(du, in_range)) {
+      const int dbits = L::P - p.M;
+      const auto mask = hn::Set(du, static_cast<TU>((TU{1} << dbits) - 1));
+      const auto rem = hn::And(s.u, mask);
+      const auto lo = hn::AndNot(mask, s.u);
+      const auto odd = hn::Ne(hn::And(hn::ShiftRightSame(s.u, dbits), one), hn::Zero(du));
+      hn::Vec<hn::RebindToUnsigned<D>> w0 = hn::Zero(du);
+      if constexpr (MODE == RoundMode::sr || MODE == RoundMode::srn) w0 = LoadWords(d, w);
+      const auto none = hn::Ne(one, one);
+      const auto up = RoundUp<MODE>(du, di, p, rem, hn::Set(di, static_cast<TI>(dbits)), hn::Set(du, static_cast<TU>(dbits)),
+                                    odd, none, neg, w0, fallback);
+      // A carry out of the mantissa moves into the exponent: the next binade's first value.
+      const auto mag = hn::Add(lo, hn::And(hn::VecFromMask(du, up), hn::Set(du, TU{1} << dbits)));
+      auto sign = s.sign;
+      if (p.fnuz) sign = hn::IfThenZeroElse(hn::Eq(mag, hn::Zero(du)), sign);
+      return hn::BitCast(d, hn::Or(mag, sign));
+    }
+  }
+
   const auto t = hn::Sub(hn::BitCast(di, s.eeff), hn::Set(di, static_cast<TI>(p.Tn)));
   const auto normal = hn::RebindMask(du, hn::Not(hn::Lt(t, hn::Zero(di))));
   const auto dsh = hn::IfThenElse(hn::RebindMask(di, normal), hn::Set(di, static_cast<TI>(L::P - p.M)),
@@ -346,38 +386,45 @@ HWY_NOINLINE void FixLanes(const Format& f, const T* x, T* out, std::uint64_t bi
   }
 }
 
+// Quantizes one vector from src to dst (which may be src); lanes the kernel cannot decide go
+// through the scalar reference.
+template <RoundMode MODE, bool kFixed, class D, typename T = hn::TFromD<D>>
+HWY_INLINE void OneVector(D d, const QuantPlan& p, const Format& f, const T* src, T* dst, const std::uint32_t* w,
+                          std::uint64_t index, const RandomKey& key, T* HWY_RESTRICT saved) {
+  const hn::RebindToUnsigned<D> du;
+  const auto x = hn::LoadU(d, src);
+  auto fallback = hn::Ne(hn::Zero(du), hn::Zero(du));
+  hn::Vec<D> y;
+  if constexpr (kFixed) y = FixedVector<MODE>(d, p, x, w, fallback);
+  else y = FloatVector<MODE>(d, p, x, w, fallback);
+  if (HWY_UNLIKELY(!hn::AllFalse(du, fallback))) {
+    hn::Store(x, d, saved);  // dst may be src
+    hn::StoreU(y, d, dst);
+    std::uint8_t mask_bytes[8] = {};
+    hn::StoreMaskBits(du, fallback, mask_bytes);
+    std::uint64_t bits = 0;
+    std::memcpy(&bits, mask_bytes, sizeof bits);
+    FixLanes(f, saved, dst, bits, hn::Lanes(d), index, key);
+  } else {
+    hn::StoreU(y, d, dst);
+  }
+}
+
 template <RoundMode MODE, bool kFixed, typename T>
-HWY_INLINE void QuantizeRange(const QuantPlan& p, const Format& f, const T* in, T* out, std::size_t n,
+HWY_INLINE void QuantizeRange(const QuantPlan& plan, const Format& f, const T* in, T* out, std::size_t n,
                               std::uint64_t first, const RandomKey& key) {
+  // A local copy: the compiler may then keep its fields in registers (a reference could alias
+  // the output array, forcing a reload of every field for every vector).
+  const QuantPlan p = plan;
   const hn::ScalableTag<T> d;
-  const hn::RebindToUnsigned<decltype(d)> du;
   const std::size_t N = hn::Lanes(d);
   constexpr bool kRandom = MODE == RoundMode::sr || MODE == RoundMode::srn;
   constexpr std::size_t kChunk = 1024;
   constexpr std::size_t kMaxLanes = HWY_MAX_BYTES / sizeof(T);
-  alignas(64) std::uint32_t words[kChunk + 8 + 4 * HWY_MAX_BYTES / 8];
+  alignas(64) std::uint32_t words[kChunk + 8 + kPhiloxSlack];
   alignas(64) T saved[kMaxLanes];
   alignas(64) T tail_in[kMaxLanes];
   alignas(64) std::uint32_t tail_words[kMaxLanes];
-
-  const auto one_vector = [&](const T* src, T* dst, const std::uint32_t* w, std::uint64_t index) {
-    const auto x = hn::LoadU(d, src);
-    auto fallback = hn::Ne(hn::Zero(du), hn::Zero(du));
-    hn::Vec<decltype(d)> y;
-    if constexpr (kFixed) y = FixedVector<MODE>(d, p, x, w, fallback);
-    else y = FloatVector<MODE>(d, p, x, w, fallback);
-    if (HWY_UNLIKELY(!hn::AllFalse(du, fallback))) {
-      hn::Store(x, d, saved);  // dst may be src
-      hn::StoreU(y, d, dst);
-      std::uint8_t mask_bytes[8] = {};
-      hn::StoreMaskBits(du, fallback, mask_bytes);
-      std::uint64_t bits = 0;
-      std::memcpy(&bits, mask_bytes, sizeof bits);
-      FixLanes(f, saved, dst, bits, N, index, key);
-    } else {
-      hn::StoreU(y, d, dst);
-    }
-  };
 
   for (std::size_t c = 0; c < n; c += kChunk) {
     const std::size_t len = std::min(kChunk, n - c);
@@ -393,7 +440,7 @@ HWY_INLINE void QuantizeRange(const QuantPlan& p, const Format& f, const T* in, 
       w = words + (i0 & 3);
     }
     std::size_t i = 0;
-    for (; i + N <= len; i += N) one_vector(in + c + i, out + c + i, w + i, i0 + i);
+    for (; i + N <= len; i += N) OneVector<MODE, kFixed>(d, p, f, in + c + i, out + c + i, w + i, i0 + i, key, saved);
     if (i < len) {
       const std::size_t rest = len - i;
       std::fill(tail_in, tail_in + kMaxLanes, T{0});
@@ -401,7 +448,7 @@ HWY_INLINE void QuantizeRange(const QuantPlan& p, const Format& f, const T* in, 
       std::memcpy(tail_in, in + c + i, rest * sizeof(T));
       if constexpr (kRandom) std::memcpy(tail_words, w + i, rest * sizeof(std::uint32_t));
       alignas(64) T tail_out[kMaxLanes];
-      one_vector(tail_in, tail_out, tail_words, i0 + i);
+      OneVector<MODE, kFixed>(d, p, f, tail_in, tail_out, tail_words, i0 + i, key, saved);
       std::memcpy(out + c + i, tail_out, rest * sizeof(T));
     }
   }

@@ -1,0 +1,146 @@
+// `mpsim bench quantize`: the speed of the array quantizer, one thread, on an array that stays
+// in L2, next to a plain copy of the same array measured in the same run (the ratio is what
+// travels between machines; the absolute figures are this machine's).
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <iostream>
+#include <random>
+#include <vector>
+
+#include "cli.h"
+#include "mpsim/format.h"
+#include "mpsim/quantize_array.h"
+
+namespace mpsim::cli {
+
+namespace {
+
+struct BenchOptions {
+  std::vector<std::string> formats = {"e4m3fn", "e5m2", "fp16", "bf16"};
+  std::vector<std::string> modes = {"rne", "sr"};
+  std::size_t n = 16384;  // 64 KiB in + 64 KiB out: L2-resident, not L1
+  int reps = 31;
+  double min_rep_ms = 2.0;
+  std::string level;  // empty: the best this CPU has
+  bool json = false;
+};
+
+// Median over `reps` repetitions of the time per element of op(), each repetition long enough
+// (at least min_rep_ms) for the clock to be accurate.
+template <class Op>
+double median_ns_per_element(const BenchOptions& o, Op op) {
+  using clock = std::chrono::steady_clock;
+  op();  // warm caches and dispatch
+  std::size_t inner = 1;
+  for (;;) {
+    const auto t0 = clock::now();
+    for (std::size_t k = 0; k < inner; ++k) op();
+    const double ms = std::chrono::duration<double, std::milli>(clock::now() - t0).count();
+    if (ms >= o.min_rep_ms || inner > (std::size_t{1} << 24)) break;
+    inner *= 2;
+  }
+  std::vector<double> t;
+  for (int r = 0; r < o.reps; ++r) {
+    const auto t0 = clock::now();
+    for (std::size_t k = 0; k < inner; ++k) op();
+    const double ns = std::chrono::duration<double, std::nano>(clock::now() - t0).count();
+    t.push_back(ns / static_cast<double>(inner * o.n));
+  }
+  std::nth_element(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(t.size() / 2), t.end());
+  return t[t.size() / 2];
+}
+
+int run_bench_quantize(const BenchOptions& o) {
+  if (o.n == 0) throw UsageError("--n must be positive");
+  if (o.reps < 1) throw UsageError("--reps must be at least 1");
+  if (!o.level.empty()) {
+    bool found = false;
+    for (SimdLevel l : {SimdLevel::scalar, SimdLevel::avx2, SimdLevel::avx512}) {
+      if (to_string(l) == o.level) {
+        force_simd_level(l);  // throws (exit 2) if the CPU lacks it
+        found = true;
+      }
+    }
+    if (!found) throw UsageError("--level must be scalar, avx2 or avx512, got '" + o.level + "'");
+  }
+  std::mt19937_64 gen(1);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> in(o.n), out(o.n);
+  for (float& x : in) x = dist(gen);
+  volatile float sink = 0;
+
+  const double copy = median_ns_per_element(o, [&] {
+    std::memcpy(out.data(), in.data(), o.n * sizeof(float));
+    sink = out[o.n / 2];
+  });
+  nlohmann::json rows = nlohmann::json::array();
+  QuantizeOptions qo;
+  qo.threads = 1;
+  qo.key = {42, 0};
+  for (const auto& fs : o.formats) {
+    for (const auto& ms : o.modes) {
+      const Format f = Format::parse(fs).with_rounding(parse_rounding(ms));
+      f.require_fits(Carrier::fp32);
+      const double ns = median_ns_per_element(o, [&] {
+        quantize_array(in.data(), out.data(), o.n, f, qo);
+        sink = out[o.n / 2];
+      });
+      rows.push_back({{"format", f.to_string()},
+                      {"ns_per_element", ns},
+                      {"copy_ns_per_element", copy},
+                      {"ratio_to_copy", ns / copy},
+                      {"vectorized", quantize_array_is_vectorized(f, Carrier::fp32)}});
+    }
+  }
+  const std::string level = to_string(active_simd_level());
+  if (o.json) {
+    nlohmann::json j = {{"benchmark", "quantize"},
+                        {"carrier", "fp32"},
+                        {"threads", 1},
+                        {"elements", o.n},
+                        {"repetitions", o.reps},
+                        {"statistic", "median"},
+                        {"simd_level", level},
+                        {"copy_ns_per_element", copy},
+                        {"results", rows}};
+    std::cout << j.dump(2) << "\n";
+    return kOk;
+  }
+  fmt::print("quantize fp32 -> format, 1 thread, {} elements ({} KiB in + out), median of {} runs, SIMD level {}\n",
+             o.n, 2 * o.n * sizeof(float) / 1024, o.reps, level);
+  fmt::print("{:<16} {:>10} {:>12} {:>8}\n", "format", "ns/elem", "copy ns/elem", "ratio");
+  for (const auto& r : rows) {
+    fmt::print("{:<16} {:>10.3f} {:>12.3f} {:>8.2f}{}\n", r["format"].get<std::string>(), r["ns_per_element"].get<double>(),
+               r["copy_ns_per_element"].get<double>(), r["ratio_to_copy"].get<double>(),
+               r["vectorized"].get<bool>() ? "" : "  (scalar reference path)");
+  }
+  return kOk;
+}
+
+}  // namespace
+
+Runner add_bench_command(CLI::App& app) {
+  auto* bench = app.add_subcommand("bench", "Measure the speed of mpsim's kernels on this machine.");
+  bench->require_subcommand(1);
+  auto o = std::make_shared<BenchOptions>();
+  auto* q = bench->add_subcommand(
+      "quantize",
+      "ns per element of quantize_array (fp32 in and out, one thread, an L2-resident array), next to a plain "
+      "copy of the same array timed in the same run, and their ratio. Medians over repetitions.");
+  q->add_option("--formats", o->formats, "Formats to time (default: e4m3fn e5m2 fp16 bf16)");
+  q->add_option("--modes", o->modes, "Rounding modes to time (default: rne sr)");
+  q->add_option("--n", o->n, "Elements in the array (default 16384: 64 KiB each way)");
+  q->add_option("--reps", o->reps, "Repetitions; the median is reported (default 31)");
+  q->add_option("--level", o->level, "Force an instruction set: scalar, avx2 or avx512 (default: the best available)");
+  q->add_flag("--json", o->json, "Machine-readable output");
+  q->footer("Example:\n  mpsim bench quantize\n  mpsim bench quantize --formats e4m3fn --modes rne sr sr8 --level avx2 --json");
+  return [o, q] {
+    if (q->parsed()) return run_bench_quantize(*o);
+    throw UsageError("bench: name what to measure, e.g. 'mpsim bench quantize'");
+  };
+}
+
+}  // namespace mpsim::cli
