@@ -3,6 +3,7 @@
 // call and then only look values up, so they agree with the scalar functions by construction.
 #include "mpsim/pack.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -153,7 +154,8 @@ void unpack_general(const std::uint8_t* bytes, std::size_t nbytes, std::size_t n
 
 // Every non-NaN value that encode() accepts, keyed by the bits of the double, with the code
 // encode() gives it: open addressing with linear probing at load factor <= 1/2, so a lookup is
-// about one probe. NaN is kept aside (its bit patterns are many, its code one or none).
+// about one probe. NaN is kept aside (its bit patterns are many, its code one or none). Most
+// lookups never probe: a direct index over the values' bits answers them (build_direct).
 class EncodeTable {
  public:
   EncodeTable(const Format& f, const char* who) : f_(f), who_(who) {
@@ -208,10 +210,72 @@ class EncodeTable {
       nan_code_ = static_cast<int>(encode(f, std::numeric_limits<double>::quiet_NaN()));
     } catch (const FormatError&) {
     }
+    build_direct(count);
   }
 
   std::uint16_t code(double v, std::size_t i) const {
     const std::uint64_t b = std::bit_cast<std::uint64_t>(v);
+    if (!direct_.empty()) {
+      const std::uint64_t m = b & ~kSignBit;
+      const std::uint64_t j = (m >> direct_shift_) - direct_lo_;  // wraps for zero: out of range
+      if (j < direct_span_ && (m & direct_low_mask_) == 0) [[likely]] {
+        const std::int32_t c = direct_[(b >> 63) * direct_span_ + j];
+        if (c >= 0) [[likely]] return static_cast<std::uint16_t>(c);
+      } else if (m == 0 && zero_codes_[b >> 63] >= 0) {
+        return static_cast<std::uint16_t>(zero_codes_[b >> 63]);  // zeros are common (ReLU, underflow)
+      }
+    }
+    return probe(v, b, i);
+  }
+
+ private:
+  // A NaN bit pattern: NaN never reaches the probe, so no key equals it.
+  static constexpr std::uint64_t kEmpty = ~std::uint64_t{0};
+  static constexpr std::uint64_t kSignBit = std::uint64_t{1} << 63;
+  static constexpr std::uint64_t kInfBits = 0x7ff0000000000000;
+
+  // The probe's length varies with the key, and on random data its branches are mispredicted
+  // often enough to cost several times a lookup. Narrow formats have few significant bits and a
+  // short exponent range, so the magnitude bits of their nonzero finite values, shifted right
+  // past the zeros they all end in, fall in a short interval [lo, lo + span): a plain array over
+  // it (one half per sign) holds the code of each value, -1 elsewhere. Zeros, infinities, NaN
+  // and values off the grid fall outside it (or on -1) and go to the probe. Grids with too many
+  // significant bits for a small array (integers with scales like 0.1) use the probe alone.
+  void build_direct(std::uint64_t count) {
+    int shift = 63;
+    std::uint64_t lo = ~std::uint64_t{0}, hi = 0;
+    for (const std::uint64_t k : keys_) {
+      const std::uint64_t m = k & ~kSignBit;
+      if (k == kEmpty || m == 0 || m >= kInfBits) continue;
+      shift = std::min(shift, std::countr_zero(m));
+    }
+    for (const std::uint64_t k : keys_) {
+      const std::uint64_t m = k & ~kSignBit;
+      if (k == kEmpty || m == 0 || m >= kInfBits) continue;
+      lo = std::min(lo, m >> shift);
+      hi = std::max(hi, m >> shift);
+    }
+    if (hi < lo) return;  // no nonzero finite value at all
+    const std::uint64_t span = hi - lo + 1;
+    if (span > std::max<std::uint64_t>(4096, 8 * count)) return;
+    direct_shift_ = shift;
+    direct_lo_ = lo;
+    direct_span_ = span;
+    direct_low_mask_ = (std::uint64_t{1} << shift) - 1;
+    direct_.assign(2 * span, -1);
+    for (const std::uint64_t z : {std::uint64_t{0}, kSignBit}) {
+      const std::size_t h = find(z);
+      zero_codes_[z >> 63] = keys_[h] == z ? codes_[h] : -1;
+    }
+    for (std::size_t h = 0; h < keys_.size(); ++h) {
+      const std::uint64_t k = keys_[h];
+      const std::uint64_t m = k & ~kSignBit;
+      if (k == kEmpty || m == 0 || m >= kInfBits) continue;
+      direct_[(k >> 63) * span + ((m >> shift) - lo)] = codes_[h];
+    }
+  }
+
+  [[gnu::noinline]] std::uint16_t probe(double v, std::uint64_t b, std::size_t i) const {
     if ((b & ~kSignBit) > kInfBits) [[unlikely]] {
       if (nan_code_ >= 0) return static_cast<std::uint16_t>(nan_code_);
       return miss(v, i);
@@ -222,12 +286,6 @@ class EncodeTable {
       if (k == kEmpty) [[unlikely]] return miss(v, i);
     }
   }
-
- private:
-  // A NaN bit pattern: NaN never reaches the probe, so no key equals it.
-  static constexpr std::uint64_t kEmpty = ~std::uint64_t{0};
-  static constexpr std::uint64_t kSignBit = std::uint64_t{1} << 63;
-  static constexpr std::uint64_t kInfBits = 0x7ff0000000000000;
 
   // Fibonacci hashing: the top bits of the product mix all bits of the key, which matters
   // because the low mantissa bits of a narrow format's values are all zero.
@@ -257,6 +315,10 @@ class EncodeTable {
   std::size_t mask_ = 0;
   int shift_ = 0;
   int nan_code_ = -1;  // -1: the format has no NaN code
+  std::vector<std::int32_t> direct_;  // empty: no direct index (see build_direct)
+  std::int32_t zero_codes_[2] = {-1, -1};  // of +0 and -0 when there is a direct index
+  int direct_shift_ = 0;
+  std::uint64_t direct_lo_ = 0, direct_span_ = 0, direct_low_mask_ = 0;
 };
 
 template <typename T>
@@ -339,9 +401,13 @@ std::vector<std::uint8_t> pack_bits(const std::uint16_t* codes, std::size_t n, i
     case 1: pack_small<1>(codes, n, out.data()); break;
     case 2: pack_small<2>(codes, n, out.data()); break;
     case 4: pack_small<4>(codes, n, out.data()); break;
-    case 8:
-      for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<std::uint8_t>(codes[i]);
+    case 8: {
+      // Through a raw pointer: a byte store through out[] may alias the vector's own pointer,
+      // which keeps the compiler from vectorizing the loop.
+      std::uint8_t* o = out.data();
+      for (std::size_t i = 0; i < n; ++i) o[i] = static_cast<std::uint8_t>(codes[i]);
       break;
+    }
     case 16:
       if constexpr (std::endian::native == std::endian::little) {
         if (n > 0) std::memcpy(out.data(), codes, 2 * n);
