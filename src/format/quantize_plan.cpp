@@ -44,7 +44,6 @@ void plan_float(QuantPlan& p, const FloatSpec& s, const Format& f, Carrier carri
   p.fnuz = s.sp == Specials::fnuz;
   p.asnormal_gap = zero_normal && s.has_zero;
   p.s1 = std::ldexp(static_cast<double>((std::uint64_t{1} << M) + 1), -s.bias - M);
-  p.small_add = zero_normal ? (std::uint64_t{1} << M) : 0;
   p.zero_code_is_zero = s.has_zero;
   p.small_scale = std::ldexp(1.0, emin_small);
   p.normal_offset = static_cast<std::uint64_t>(static_cast<std::int64_t>(p.EB - s.bias)) << p.P;

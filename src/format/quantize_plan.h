@@ -37,10 +37,9 @@ struct QuantPlan {
   bool fnuz = false;              // no negative zero
   bool asnormal_gap = false;      // CFG-5: (0, s1) goes to the scalar reference
   double s1 = 0;                  // smallest positive value of a CFG-5 format
-  // Decoding a magnitude code: field 0 is value (c + small_add) * small_scale (small_add is
+  // Decoding a magnitude code: field 0 is value (c + code_offset) * small_scale (code_offset is
   // 2^M where field 0 is normal, and 0 for code 0 of formats with zero); other codes are the
   // carrier bits (c << (P - M)) + normal_offset.
-  std::uint64_t small_add = 0;
   bool zero_code_is_zero = true;
   double small_scale = 0;
   std::uint64_t normal_offset = 0;

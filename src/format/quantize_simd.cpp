@@ -293,7 +293,7 @@ HWY_INLINE hn::Vec<D> FloatVector(D d, const QuantPlan& p, hn::Vec<D> x, const s
   auto mag = hn::BitCast(d, hn::Add(hn::ShiftLeftSame(code, L::P - p.M), hn::Set(du, static_cast<TU>(p.normal_offset))));
   const auto small = hn::Lt(code, first_normal);
   if (!hn::AllFalse(du, small)) {
-    auto add = hn::Set(du, static_cast<TU>(p.small_add));
+    auto add = hn::Set(du, static_cast<TU>(p.code_offset));  // the hidden bit where field 0 is normal
     if (p.zero_code_is_zero) add = hn::IfThenZeroElse(hn::Eq(code, hn::Zero(du)), add);
     const auto v = hn::Mul(hn::ConvertTo(d, hn::BitCast(di, hn::Add(code, add))), hn::Set(d, static_cast<hn::TFromD<D>>(p.small_scale)));
     mag = hn::IfThenElse(hn::RebindMask(d, small), v, mag);
