@@ -344,7 +344,7 @@ Format Format::parse(std::string_view raw) {
   std::string body = detail::lowercase(raw);
   const Rounding rnd = split_rounding(raw, body);
   if (body.find('/') != std::string::npos || body.rfind("hbfp", 0) == 0 || body.rfind("mx", 0) == 0 || body.rfind("nvfp4", 0) == 0) {
-    fail(raw, "block formats (hbfp, mx, nvfp4) are not supported by this version of mpsim yet");
+    fail(raw, "this is a block format (hbfp, mx, nvfp4), which quantizes whole blocks of a tensor; an element format is expected here (block formats: BlockFormat::parse, docs/formats.md section 11)");
   }
   std::vector<std::string> parts = split(body, ':');
   const std::string head = parts.front();

@@ -1,0 +1,388 @@
+// The fast path of the block formats: bit-identical to block_ref.cpp, much faster.
+//
+// A tensor is cut into bands (block_grid.h): contiguous runs of memory whose blocks lie wholly
+// inside them. Each band is handled in three passes over data that stays in cache:
+//  1. the largest and the smallest nonzero magnitude of every block, from the magnitude bits
+//     (integer max/min, which also spots NaN and infinity: their bits are the largest);
+//  2. every element is multiplied by 2^-X of its block, which is exact (see below), and the
+//     whole band is rounded by quantize_array's SIMD kernel into the element format at scale
+//     2^0; stochastic rounding draws for element i the bits (key, first_index + i), as the
+//     reference does, because the band is one contiguous run of positions;
+//  3. every result is multiplied back by 2^X: one rounding of an exact product, so where the
+//     value is not a carrier number (never for hbfp and mx, see docs) it rounds exactly as the
+//     reference's conversion of its fp64 value does.
+// Scaling by 2^-X changes no rounding decision: the element grid at scale 2^X is the grid at 2^0
+// times 2^X, codes and parities included, so the exact fraction between neighbours is the same.
+// It is exact when the scaled value stays a normal number (or zero) of the type it is computed
+// in: fp32 when every scaled nonzero magnitude of the band is at least 2^-126 and 2^-X, 2^X are
+// fp32 numbers, else fp64 (always exact for fp32 data). fp64 data whose scaled values would
+// underflow fp64 (blocks mixing magnitudes more than 2^1000 apart) go element by element
+// through the reference. Bands are independent, so OpenMP splits them freely: results do not
+// depend on the number of threads.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "block_grid.h"
+#include "block_scale.h"
+#include "mpsim/block.h"
+#include "mpsim/quantize.h"
+#include "quantize_plan.h"
+#include "quantize_simd.h"
+
+namespace mpsim {
+
+namespace {
+
+using detail::BandGrid;
+using detail::QuantPlan;
+using detail::ScaleRuleParams;
+
+// Elements per band when rows do not share blocks: a few pages, so that the three passes
+// run in L1/L2 and OpenMP has enough bands to share.
+constexpr std::size_t kBandElements = 4096;
+
+template <typename T>
+struct Bits;
+template <>
+struct Bits<float> {
+  using U = std::uint32_t;
+  static constexpr U kAbs = 0x7FFFFFFFu;
+  static constexpr U kInf = 0x7F800000u;
+};
+template <>
+struct Bits<double> {
+  using U = std::uint64_t;
+  static constexpr U kAbs = 0x7FFFFFFFFFFFFFFFull;
+  static constexpr U kInf = 0x7FF0000000000000ull;
+};
+
+template <typename T>
+typename Bits<T>::U magnitude_bits(T x) {
+  typename Bits<T>::U u;
+  std::memcpy(&u, &x, sizeof u);
+  return u & Bits<T>::kAbs;
+}
+
+template <typename T>
+T from_bits(typename Bits<T>::U u) {
+  T x;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+}
+
+// Per-block decisions of one band.
+struct BlockPlan {
+  int X = 0;
+  bool nan = false;
+  bool reference = false;  // fp64 data that cannot be scaled exactly: element by element
+  double limit = 0;        // max_elem * 2^X: larger magnitudes are clipped
+};
+
+// Scratch of one thread.
+template <typename T>
+struct Scratch {
+  std::vector<typename Bits<T>::U> amax, minnz;
+  std::vector<BlockPlan> blocks;
+  std::vector<float> y32, fwd32, inv32;
+  std::vector<double> y64, fwd64, inv64;
+};
+
+// Calls fn(j, c0, c1, k) for every run of columns [c0, c1) of row j that belongs to block k of
+// the band (k relative to the band's first block).
+template <typename Fn>
+void for_runs(const BandGrid& g, std::size_t rows, Fn fn) {
+  for (std::size_t j = 0; j < rows; ++j) {
+    for (std::size_t s = 0; s < g.per_row; ++s) {
+      const std::size_t c0 = s * g.seg;
+      fn(j, c0, std::min(g.width, c0 + g.seg), (g.shared ? 0 : j * g.per_row) + s);
+    }
+  }
+}
+
+template <typename T>
+struct Context {
+  const BlockFormat& f;
+  const Format elem;        // element format at scale 2^0
+  QuantPlan plan32, plan64;
+  ScaleRuleParams rule;
+  BandGrid g;
+  const BlockQuantizeOptions& o;
+
+  Context(const BlockFormat& fmt, const BlockLayout& layout, const BlockQuantizeOptions& opts)
+      : f(fmt), elem(fmt.element_format()), rule(fmt), g(detail::make_band_grid(fmt, layout, kBandElements)), o(opts) {
+    if constexpr (std::is_same_v<T, float>) plan32 = detail::make_plan(elem, Carrier::fp32);
+    plan64 = detail::make_plan(elem, Carrier::fp64);
+  }
+
+  // Rounds n scaled values in place: the SIMD kernel, or the scalar reference where the format
+  // has no kernel. Positions first .. first + n - 1.
+  template <typename V>
+  void round_run(const QuantPlan& p, V* y, std::size_t n, std::uint64_t first) const {
+    if (p.kind == detail::PlanKind::scalar) {
+      for (std::size_t i = 0; i < n; ++i) y[i] = quantize(y[i], elem, first + i, o.key);
+    } else {
+      detail::simd_quantize(p, elem, y, y, n, first, o.key);
+    }
+  }
+
+  void band(std::size_t b, const T* in, T* out, Scratch<T>& s, BlockStats& st) const {
+    using U = typename Bits<T>::U;
+    const std::size_t rows = g.rows(b);
+    const std::size_t start = g.row_begin(b) * g.width;
+    const std::size_t n = rows * g.width;
+    const std::size_t nb = g.blocks_in(b);
+    const T* x = in + start;
+    T* z = out + start;
+
+    // Pass 1: largest and smallest nonzero magnitude (as bits) of every block. x - 1 wraps 0
+    // to the largest value, so the min of (bits - 1) skips zeros.
+    s.amax.assign(nb, 0);
+    s.minnz.assign(nb, std::numeric_limits<U>::max());
+    if (g.seg == 1) {
+      for (std::size_t j = 0; j < rows; ++j) {
+        const T* xr = x + j * g.width;
+        U* am = s.amax.data() + (g.shared ? 0 : j * g.per_row);
+        U* mn = s.minnz.data() + (g.shared ? 0 : j * g.per_row);
+        for (std::size_t c = 0; c < g.width; ++c) {
+          const U u = magnitude_bits(xr[c]);
+          am[c] = std::max(am[c], u);
+          mn[c] = std::min(mn[c], static_cast<U>(u - 1));
+        }
+      }
+    } else {
+      for_runs(g, rows, [&](std::size_t j, std::size_t c0, std::size_t c1, std::size_t k) {
+        const T* xr = x + j * g.width;
+        U am = s.amax[k], mn = s.minnz[k];
+        for (std::size_t c = c0; c < c1; ++c) {
+          const U u = magnitude_bits(xr[c]);
+          am = std::max(am, u);
+          mn = std::min(mn, static_cast<U>(u - 1));
+        }
+        s.amax[k] = am;
+        s.minnz[k] = mn;
+      });
+    }
+
+    // Scale decisions, and which type can hold the scaled values exactly.
+    s.blocks.resize(nb);
+    bool use32 = std::is_same_v<T, float> && plan32.kind != detail::PlanKind::scalar;
+    for (std::size_t k = 0; k < nb; ++k) {
+      BlockPlan& bp = s.blocks[k];
+      bp = BlockPlan{};
+      ++st.blocks;
+      if (s.amax[k] >= Bits<T>::kInf) {
+        bp.nan = true;
+        ++st.nan_blocks;
+        continue;
+      }
+      if (s.amax[k] == 0) {
+        ++st.zero_blocks;
+        bp.X = 0;  // zeros stay zeros at any scale; the scale code reported is 0 (X = scale_min)
+        bp.limit = std::numeric_limits<double>::infinity();
+        continue;
+      }
+      const auto r = rule.exponent(static_cast<double>(from_bits<T>(s.amax[k])));
+      bp.X = r.X;
+      if (r.clamped) ++st.scale_clamped;
+      bp.limit = std::ldexp(rule.max_elem, r.X);
+      const int lo = std::ilogb(static_cast<double>(from_bits<T>(static_cast<U>(s.minnz[k] + 1)))) - r.X;
+      if (lo < -126 || r.X < -126 || r.X > 126) use32 = false;
+      if constexpr (std::is_same_v<T, double>) bp.reference = lo < -1022;
+    }
+
+    // Pass 2: scale, round the whole band, and pass 3: scale back (with the statistics).
+    if (use32) {
+      scale_and_round(s.y32, s.fwd32, s.inv32, plan32, b, x, z, n, rows, s, st);
+    } else {
+      scale_and_round(s.y64, s.fwd64, s.inv64, plan64, b, x, z, n, rows, s, st);
+    }
+    (void)start;
+  }
+
+  template <typename V>
+  void scale_and_round(std::vector<V>& y, std::vector<V>& fwd, std::vector<V>& inv, const QuantPlan& p, std::size_t b,
+                       const T* x, T* z, std::size_t n, std::size_t rows, Scratch<T>& s, BlockStats& st) const {
+    const std::size_t nb = s.blocks.size();
+    fwd.resize(nb);
+    inv.resize(nb);
+    for (std::size_t k = 0; k < nb; ++k) {
+      const BlockPlan& bp = s.blocks[k];
+      const bool plain = bp.nan || bp.reference;
+      fwd[k] = plain ? V(0) : static_cast<V>(std::ldexp(1.0, -bp.X));
+      inv[k] = plain ? V(1) : static_cast<V>(std::ldexp(1.0, bp.X));
+    }
+    y.resize(n);
+    if (g.seg == 1) {
+      for (std::size_t j = 0; j < rows; ++j) {
+        const V* fr = fwd.data() + (g.shared ? 0 : j * g.per_row);
+        for (std::size_t c = 0; c < g.width; ++c) y[j * g.width + c] = static_cast<V>(x[j * g.width + c]) * fr[c];
+      }
+    } else {
+      for_runs(g, rows, [&](std::size_t j, std::size_t c0, std::size_t c1, std::size_t k) {
+        const V fk = fwd[k];
+        for (std::size_t c = c0; c < c1; ++c) y[j * g.width + c] = static_cast<V>(x[j * g.width + c]) * fk;
+      });
+    }
+    const std::uint64_t first = o.first_index + g.row_begin(b) * g.width;
+    round_run(p, y.data(), n, first);
+
+    // Blocks the scaling cannot serve: NaN blocks, and fp64 blocks through the reference.
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    for_runs(g, rows, [&](std::size_t j, std::size_t c0, std::size_t c1, std::size_t k) {
+      const BlockPlan& bp = s.blocks[k];
+      if (!bp.nan && !bp.reference) return;
+      const Format at = bp.reference ? f.element_format_at(bp.X) : elem;
+      for (std::size_t c = c0; c < c1; ++c) {
+        const std::size_t e = j * g.width + c;
+        y[e] = static_cast<V>(bp.nan ? nan : quantize_ref(static_cast<double>(x[e]), at, first + e, o.key).value);
+      }
+    });
+
+    // Pass 3. Read x[e] before writing z[e]: they may be the same element (in place).
+    std::uint64_t clipped = 0, flushed = 0;
+    for_runs(g, rows, [&](std::size_t j, std::size_t c0, std::size_t c1, std::size_t k) {
+      const V ik = inv[k];
+      const double limit = s.blocks[k].limit;
+      const bool nanb = s.blocks[k].nan;
+      for (std::size_t c = c0; c < c1; ++c) {
+        const std::size_t e = j * g.width + c;
+        const T xv = x[e];
+        const T q = static_cast<T>(y[e] * ik);
+        z[e] = q;
+        clipped += !nanb && std::fabs(static_cast<double>(xv)) > limit;
+        flushed += xv != 0 && q == 0;
+      }
+    });
+    st.clipped += clipped;
+    st.flushed += flushed;
+  }
+};
+
+BlockStats sum(const std::vector<BlockStats>& parts) {
+  BlockStats t;
+  for (const auto& p : parts) {
+    t.blocks += p.blocks;
+    t.zero_blocks += p.zero_blocks;
+    t.nan_blocks += p.nan_blocks;
+    t.clipped += p.clipped;
+    t.flushed += p.flushed;
+    t.scale_clamped += p.scale_clamped;
+  }
+  return t;
+}
+
+int thread_count(const BlockQuantizeOptions& o, std::size_t total, std::size_t bands) {
+  const int t = o.threads > 0 ? o.threads : omp_get_max_threads();
+  // Small tensors are not worth waking threads for.
+  return (total < 4 * kBandElements || bands < 2) ? 1 : t;
+}
+
+template <typename T>
+BlockStats nvfp4_fast(const BlockFormat& f, const T* in, T* out, const BlockLayout& layout, const BlockQuantizeOptions& o) {
+  const BandGrid g = detail::make_band_grid(f, layout, kBandElements);
+  const int threads = thread_count(o, g.total, g.bands);
+  // The tensor scale: a max over all finite magnitudes (order-free, so threads may split it).
+  double amax_t = 0;
+  const auto total = static_cast<std::int64_t>(g.total);
+#pragma omp parallel for reduction(max : amax_t) num_threads(threads) schedule(static)
+  for (std::int64_t i = 0; i < total; ++i) {
+    const double v = std::fabs(static_cast<double>(in[i]));
+    if (v < std::numeric_limits<double>::infinity()) amax_t = std::max(amax_t, v);
+  }
+  const float s_tensor = detail::nvfp4_tensor_scale(amax_t);
+  const Format e4m3fn_sat = Format::parse("e4m3fn:sat");
+  std::vector<BlockStats> parts(g.bands);
+  const auto bands = static_cast<std::int64_t>(g.bands);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (std::int64_t b = 0; b < bands; ++b) {
+    const auto ub = static_cast<std::size_t>(b);
+    const std::size_t rows = g.rows(ub);
+    const std::size_t start = g.row_begin(ub) * g.width;
+    const std::size_t nb = g.blocks_in(ub);
+    std::vector<double> amax(nb, 0.0);
+    std::vector<char> bad(nb, 0);
+    for_runs(g, rows, [&](std::size_t j, std::size_t c0, std::size_t c1, std::size_t k) {
+      for (std::size_t c = c0; c < c1; ++c) {
+        const double v = static_cast<double>(in[start + j * g.width + c]);
+        if (!std::isfinite(v)) bad[k] = 1;
+        else amax[k] = std::max(amax[k], std::fabs(v));
+      }
+    });
+    BlockStats& st = parts[ub];
+    std::vector<double> S(nb, 0.0);
+    for (std::size_t k = 0; k < nb; ++k) {
+      ++st.blocks;
+      if (bad[k]) {
+        ++st.nan_blocks;
+        continue;
+      }
+      if (amax[k] == 0) ++st.zero_blocks;
+      const double bs = detail::nvfp4_block_scale(amax[k], s_tensor, e4m3fn_sat);
+      if (amax[k] > 0 && (bs == 0 || (bs == 448.0 && amax[k] / (6.0 * static_cast<double>(s_tensor)) > 448.0))) {
+        ++st.scale_clamped;
+      }
+      S[k] = static_cast<double>(s_tensor) * bs;
+    }
+    for_runs(g, rows, [&](std::size_t j, std::size_t c0, std::size_t c1, std::size_t k) {
+      for (std::size_t c = c0; c < c1; ++c) {
+        const std::size_t e = start + j * g.width + c;
+        const double x = static_cast<double>(in[e]);
+        double q;
+        if (bad[k]) {
+          q = std::numeric_limits<double>::quiet_NaN();
+        } else if (S[k] == 0) {
+          q = std::copysign(0.0, x);
+        } else {
+          q = detail::nvfp4_element(x, S[k], f.rounding(), o.first_index + e, o.key);
+          st.clipped += std::fabs(x) > 6 * S[k];
+        }
+        out[e] = static_cast<T>(q);
+        st.flushed += x != 0 && q == 0;
+      }
+    });
+  }
+  return sum(parts);
+}
+
+template <typename T>
+BlockStats fast(const BlockFormat& f, const T* in, T* out, const BlockLayout& layout, const BlockQuantizeOptions& o) {
+  if constexpr (std::is_same_v<T, float>) f.require_fits(Carrier::fp32);
+  if (f.family() == BlockFamily::nvfp4) return nvfp4_fast(f, in, out, layout, o);
+  const Context<T> ctx(f, layout, o);
+  const BandGrid& g = ctx.g;
+  const int threads = thread_count(o, g.total, g.bands);
+  std::vector<BlockStats> parts(static_cast<std::size_t>(threads));
+  const auto bands = static_cast<std::int64_t>(g.bands);
+#pragma omp parallel num_threads(threads)
+  {
+    Scratch<T> scratch;
+    BlockStats& st = parts[static_cast<std::size_t>(omp_get_thread_num())];
+#pragma omp for schedule(dynamic, 1)
+    for (std::int64_t b = 0; b < bands; ++b) ctx.band(static_cast<std::size_t>(b), in, out, scratch, st);
+  }
+  return sum(parts);
+}
+
+}  // namespace
+
+BlockStats quantize_blocks(const BlockFormat& f, const float* in, float* out, const BlockLayout& layout,
+                           const BlockQuantizeOptions& o) {
+  return fast(f, in, out, layout, o);
+}
+
+BlockStats quantize_blocks(const BlockFormat& f, const double* in, double* out, const BlockLayout& layout,
+                           const BlockQuantizeOptions& o) {
+  return fast(f, in, out, layout, o);
+}
+
+bool quantize_blocks_is_vectorized(const BlockFormat& f) {
+  if (f.family() == BlockFamily::nvfp4) return false;
+  return detail::make_plan(f.element_format(), Carrier::fp64).kind != detail::PlanKind::scalar;
+}
+
+}  // namespace mpsim

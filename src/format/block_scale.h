@@ -1,0 +1,70 @@
+// How a block's scale follows from its values (internal), shared by the reference and the fast
+// path so that both decide scales with the same few exact operations.
+#pragma once
+
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+
+#include "mpsim/block.h"
+#include "mpsim/quantize.h"
+
+namespace mpsim::detail {
+
+// The constants of a format's scale rule (hbfp/mx), computed once per call.
+struct ScaleRuleParams {
+  int emax = 0;          // floor(log2) of the largest element value
+  double max_elem = 0;   // the largest element value at scale 2^0
+  int smin = 0, smax = 0;
+  ScaleRule rule = ScaleRule::floor;
+  int bias = 0;          // scale code = X + bias; the all-ones code 2^W - 1 is NaN
+  std::uint32_t nan_code = 0;
+
+  explicit ScaleRuleParams(const BlockFormat& f)
+      : emax(f.element_emax()), max_elem(f.element_max()), smin(f.scale_min()), smax(f.scale_max()), rule(f.rule()),
+        bias(f.scale_max()), nan_code((std::uint32_t{1} << f.scale_bits()) - 1) {}
+
+  struct Result {
+    int X;
+    bool clamped;
+  };
+  // The scale exponent of a block with largest magnitude amax (positive and finite). Exact:
+  // ilogb is floor(log2) of any double, and max_elem * 2^X is an fp64 number.
+  Result exponent(double amax) const {
+    int X = std::ilogb(amax) - emax;                         // floor: floor(log2 amax) - emax
+    if (rule == ScaleRule::ceil && amax > std::ldexp(max_elem, X)) ++X;  // smallest X not clipping
+    if (X < smin) return {smin, true};
+    if (X > smax) return {smax, true};
+    return {X, false};
+  }
+};
+
+// NVFP4's fp32 tensor scale s = amax / (6 * 448), over the tensor's finite values. The quotient
+// is rounded to nearest once into fp32: the fp64 quotient is correctly rounded and 53 >= 2*24+2,
+// so rounding it again to fp32 gives the correctly rounded fp32 quotient. A quotient beyond
+// fp32's range (fp64 data above about 9e41) saturates to the largest fp32 value.
+inline float nvfp4_tensor_scale(double amax) {
+  const double q = amax / 2688.0;
+  if (q > static_cast<double>(FLT_MAX)) return FLT_MAX;
+  return static_cast<float>(q);
+}
+
+// NVFP4's block scale: e4m3fn (round to nearest even, saturating) of amax_b / 6 / s, rounded once
+// from the exact quotient (the fp64 quotient amax_b / (6 s) is correctly rounded, 6 s is exact,
+// and 53 >= 2*4+2 makes the second rounding innocuous; quotients that underflow fp64 are far
+// below e4m3fn's half-smallest value 2^-10 and give 0 either way). s = 0 gives 0.
+inline double nvfp4_block_scale(double amax_b, float s, const Format& e4m3fn_sat) {
+  if (s == 0.0f || amax_b == 0.0) return 0.0;
+  return quantize(amax_b / (6.0 * static_cast<double>(s)), e4m3fn_sat);
+}
+
+// One NVFP4 element: e2m1fn:sat of the exact quotient x / S (S = s * block scale > 0, an fp64
+// number of at most 28 significant bits), with rounding r, as a value (S * element).
+// The quotient is never formed: in the binade k of |x| / S (k = 0 for |x| < 2S) the e2m1 grid is
+// the integers z times S 2^(k-1), so the reference integer quantizer (which keeps the discarded
+// part exactly, as a fraction over the scale's odd significand) rounds |x| onto it. The code of
+// an e2m1 value in a binade has the parity of z, so rne, ro and the stochastic modes decide as
+// e2m1fn would; the sign is taken off first, with ru and rd swapped for negative x.
+double nvfp4_element(double x, double S, const Rounding& r, std::uint64_t index, const RandomKey& key);
+
+}  // namespace mpsim::detail
