@@ -6,6 +6,8 @@
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace mpsim::cli {
 
@@ -25,6 +27,26 @@ Runner add_format_command(CLI::App& app);
 Runner add_quantize_command(CLI::App& app);
 Runner add_demo_command(CLI::App& app);
 Runner add_bench_command(CLI::App& app);
+
+// The numbers of `mpsim quantize`: each of `values`, then FILE's lines (one number per line,
+// blank lines and '#' comments skipped), as (text, fp64 value). Throws UsageError naming the
+// bad token (with FILE:LINE) and std::runtime_error for an unreadable file.
+std::vector<std::pair<std::string, double>> read_values(const std::vector<std::string>& values, const std::string& file);
+
+// `mpsim format` and `mpsim quantize` for block formats (cmd_block.cpp).
+int run_block_format(const std::string& format, bool table, bool json);
+struct BlockQuantizeArgs {
+  std::string format;
+  std::vector<std::string> values;
+  std::string file;
+  bool json = false;
+  std::uint64_t seed = 0;
+  std::uint32_t stream = 0;
+  std::string carrier = "fp64";
+  std::vector<std::size_t> shape;
+  int axis = -1;
+};
+int run_block_quantize(const BlockQuantizeArgs& a);
 
 // Shortest decimal that reads back to the same double; inf, -inf, nan spelled out.
 std::string num(double v);

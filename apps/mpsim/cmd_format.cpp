@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "mpsim/block.h"
 #include "mpsim/format.h"
 
 namespace mpsim::cli {
@@ -51,6 +52,7 @@ std::string pow2(double v) {
 }
 
 int run_format(const FormatOptions& o) {
+  if (BlockFormat::is_block_format(o.format)) return run_block_format(o.format, o.table, o.json);
   const Format f = Format::parse(o.format);
   const FormatInfo info = describe(f);
   if (o.table && f.bits() > 16) {
@@ -151,9 +153,12 @@ Runner add_format_command(CLI::App& app) {
       "  mpsim format e5m2:cfg5\n"
       "  mpsim format e4m3fn --table\n"
       "  mpsim format q8.13 --json\n"
+      "  mpsim format hbfp6/64\n"
+      "  mpsim format mxfp4 --table\n"
       "Format grammar: docs/formats.md (floats eXmY and presets with :cfgN, :sub=, :sp=, :sat, :bias=;\n"
       "fixed point qI.F / uqI.F with :sat or :wrap; intN / uintN with :scale=, :zp=, :perchannel;\n"
-      "a rounding mode after '@': rne rna rz ru rd ro sr srN hyst).");
+      "a rounding mode after '@': rne rna rz ru rd ro sr srN hyst; block formats hbfpK/N, mxfp8_e4m3,\n"
+      "mxfp8_e5m2, mxfp6_e3m2, mxfp6_e2m3, mxfp4, mxint8, nvfp4 with :exp=W, :rule=max|floor|ceil, :tile).");
   cmd->add_option("format", o->format, "Format string, e.g. e4m3fn, bf16, e5m2:cfg5, q8.13, int8:scale=0.5")->required();
   cmd->add_flag("--table", o->table, "List every code with its value (formats of at most 16 bits)");
   cmd->add_flag("--json", o->json, "Machine-readable output");

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "mpsim/block.h"
 #include "mpsim/format.h"
 #include "mpsim/quantize.h"
 
@@ -22,40 +23,9 @@ struct QuantizeOptions {
   std::uint64_t seed = 0;
   std::uint32_t stream = 0;
   std::string carrier = "fp64";
+  std::vector<std::size_t> shape;
+  int axis = -1;
 };
-
-// Decimal (or hex-float, inf, nan) text to fp64, rejecting anything that is not one number.
-double parse_value(const std::string& text, const std::string& where) {
-  if (!text.empty() && !std::isspace(static_cast<unsigned char>(text.front()))) {
-    char* end = nullptr;
-    const double v = std::strtod(text.c_str(), &end);
-    if (end == text.c_str() + text.size()) return v;
-  }
-  throw UsageError(fmt::format("{}: '{}' is not a number (expected a decimal such as 0.3, -2.5e-5, 0x1.8p-3, inf or nan)", where, text));
-}
-
-std::vector<std::pair<std::string, double>> read_inputs(const QuantizeOptions& o) {
-  std::vector<std::pair<std::string, double>> in;
-  for (const auto& v : o.values) in.emplace_back(v, parse_value(v, "value"));
-  if (!o.file.empty()) {
-    std::ifstream f(o.file);
-    if (!f) throw std::runtime_error(fmt::format("cannot open '{}' for reading", o.file));
-    std::string line;
-    std::size_t n = 0;
-    while (std::getline(f, line)) {
-      ++n;
-      // One number per line; blank lines and '#' comments are skipped.
-      const auto first = line.find_first_not_of(" \t\r");
-      if (first == std::string::npos || line[first] == '#') continue;
-      const auto last = line.find_last_not_of(" \t\r");
-      const std::string token = line.substr(first, last - first + 1);
-      in.emplace_back(token, parse_value(token, fmt::format("{}:{}", o.file, n)));
-    }
-    if (f.bad()) throw std::runtime_error(fmt::format("error while reading '{}'", o.file));
-  }
-  if (in.empty()) throw UsageError("no values: give numbers after the format or --file FILE");
-  return in;
-}
 
 std::string flag_words(const QuantFlags& f) {
   std::string s;
@@ -74,6 +44,10 @@ std::string flag_words(const QuantFlags& f) {
 std::string num_g(double v) { return std::isfinite(v) ? fmt::format("{:.6g}", v) : num(v); }
 
 int run_quantize(const QuantizeOptions& o) {
+  if (BlockFormat::is_block_format(o.format)) {
+    return run_block_quantize(BlockQuantizeArgs{o.format, o.values, o.file, o.json, o.seed, o.stream, o.carrier, o.shape, o.axis});
+  }
+  if (!o.shape.empty() || o.axis != -1) throw UsageError("--shape and --axis apply to block formats only");
   const Format f = Format::parse(o.format);
   if (f.kind() == FormatKind::integer && f.int_spec().perchannel) {
     throw UsageError("'perchannel' formats take their scales from a tensor's channels; mpsim quantize rounds scalars — drop ':perchannel' and give ':scale='");
@@ -84,7 +58,7 @@ int run_quantize(const QuantizeOptions& o) {
   if (o.carrier != "fp32" && o.carrier != "fp64") throw UsageError("--carrier must be fp32 or fp64, got '" + o.carrier + "'");
   const bool fp32 = o.carrier == "fp32";
   if (fp32) f.require_fits(Carrier::fp32);
-  const auto inputs = read_inputs(o);
+  const auto inputs = read_values(o.values, o.file);
   const RandomKey key{o.seed, o.stream};
   nlohmann::json rows = nlohmann::json::array();
   if (!o.json) fmt::print("{:<24}{:<24}{:<10}{:<14}{:<14}{}\n", "input", "result", "code", "abs error", "rel error", "flags");
@@ -134,9 +108,14 @@ Runner add_quantize_command(CLI::App& app) {
       "  mpsim quantize e4m3fn@rne 0.3 1e9 -2.5e-5 nan\n"
       "  mpsim quantize e5m2@sr --seed 7 0.3 0.3 0.3\n"
       "  mpsim quantize q8.13:wrap@rz --file values.txt --json\n"
+      "  mpsim quantize hbfp4/16 0.3 -0.7 0.85 0.05\n"
+      "  mpsim quantize mxfp4@sr --file acts.txt --shape 64,32 --axis 0\n"
       "Numbers are parsed to fp64 and rounded once into the format (with --carrier fp32 they are\n"
       "first read into fp32). Stochastic modes draw the bits of value i (counting from 0) from the\n"
-      "counter-based generator keyed by (--seed, --stream, i).");
+      "counter-based generator keyed by (--seed, --stream, i).\n"
+      "Block formats (hbfpK/N, mx*, nvfp4) quantize the values as one tensor: consecutive blocks\n"
+      "by default, or the blocks of --shape along --axis (T x T tiles over the last two axes for\n"
+      ":tile); the last block of a run is padded with zeros.");
   cmd->add_option("format", o->format, "Format string with an optional rounding mode, e.g. e4m3fn@rne")->required();
   cmd->add_option("values", o->values, "Numbers to round (decimal, hex float, inf, nan)");
   cmd->add_option("--file", o->file, "Read numbers from FILE, one per line ('#' comments and blank lines skipped)");
@@ -144,6 +123,8 @@ Runner add_quantize_command(CLI::App& app) {
   cmd->add_option("--seed", o->seed, "Seed of stochastic rounding")->default_val(0);
   cmd->add_option("--stream", o->stream, "Stream of stochastic rounding")->default_val(0);
   cmd->add_option("--carrier", o->carrier, "Carrier of inputs and results: fp64 or fp32")->default_val("fp64");
+  cmd->add_option("--shape", o->shape, "Block formats: the tensor's shape, e.g. 64,32 (default: one axis)")->delimiter(',');
+  cmd->add_option("--axis", o->axis, "Block formats: the axis the blocks run along (default -1, the last)");
   return [o] { return run_quantize(*o); };
 }
 
