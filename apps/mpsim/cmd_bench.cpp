@@ -1,6 +1,7 @@
-// `mpsim bench quantize`: the speed of the array quantizer, one thread, on an array that stays
-// in L2, next to a plain copy of the same array measured in the same run (the ratio is what
-// travels between machines; the absolute figures are this machine's).
+// `mpsim bench quantize` and `mpsim bench blocks`: the speed of the array quantizer and of the
+// block formats, one thread, on an array that stays in L2, next to a plain copy of the same
+// array measured in the same run (the ratio is what travels between machines; the absolute
+// figures are this machine's).
 #include <fmt/core.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "cli.h"
+#include "mpsim/block.h"
 #include "mpsim/format.h"
 #include "mpsim/quantize_array.h"
 
@@ -80,19 +82,41 @@ int run_bench_quantize(const BenchOptions& o) {
   QuantizeOptions qo;
   qo.threads = 1;
   qo.key = {42, 0};
+  BlockQuantizeOptions bo;
+  bo.threads = 1;
+  bo.key = {42, 0};
   for (const auto& fs : o.formats) {
     for (const auto& ms : o.modes) {
-      const Format f = Format::parse(fs).with_rounding(parse_rounding(ms));
-      f.require_fits(Carrier::fp32);
-      const double ns = median_ns_per_element(o, [&] {
-        quantize_array(in.data(), out.data(), o.n, f, qo);
-        sink = out[o.n / 2];
-      });
-      rows.push_back({{"format", f.to_string()},
+      const Rounding r = parse_rounding(ms);
+      std::string name;
+      bool vectorized = false;
+      double ns = 0;
+      if (BlockFormat::is_block_format(fs)) {
+        // Blocks along the array (a 1-D tensor, like a row of a GEMM operand along its reduction axis).
+        const BlockFormat f = BlockFormat::parse(fs).with_rounding(r);
+        f.require_fits(Carrier::fp32);
+        name = f.to_string();
+        vectorized = quantize_blocks_is_vectorized(f);
+        const BlockLayout layout{{o.n}, -1};
+        ns = median_ns_per_element(o, [&] {
+          quantize_blocks(f, in.data(), out.data(), layout, bo);
+          sink = out[o.n / 2];
+        });
+      } else {
+        const Format f = Format::parse(fs).with_rounding(r);
+        f.require_fits(Carrier::fp32);
+        name = f.to_string();
+        vectorized = quantize_array_is_vectorized(f, Carrier::fp32);
+        ns = median_ns_per_element(o, [&] {
+          quantize_array(in.data(), out.data(), o.n, f, qo);
+          sink = out[o.n / 2];
+        });
+      }
+      rows.push_back({{"format", name},
                       {"ns_per_element", ns},
                       {"copy_ns_per_element", copy},
                       {"ratio_to_copy", ns / copy},
-                      {"vectorized", quantize_array_is_vectorized(f, Carrier::fp32)}});
+                      {"vectorized", vectorized}});
     }
   }
   const std::string level = to_string(active_simd_level());
@@ -111,9 +135,9 @@ int run_bench_quantize(const BenchOptions& o) {
   }
   fmt::print("quantize fp32 -> format, 1 thread, {} elements ({} KiB in + out), median of {} runs, SIMD level {}\n",
              o.n, 2 * o.n * sizeof(float) / 1024, o.reps, level);
-  fmt::print("{:<16} {:>10} {:>12} {:>8}\n", "format", "ns/elem", "copy ns/elem", "ratio");
+  fmt::print("{:<22} {:>10} {:>12} {:>8}\n", "format", "ns/elem", "copy ns/elem", "ratio");
   for (const auto& r : rows) {
-    fmt::print("{:<16} {:>10.3f} {:>12.3f} {:>8.2f}{}\n", r["format"].get<std::string>(), r["ns_per_element"].get<double>(),
+    fmt::print("{:<22} {:>10.3f} {:>12.3f} {:>8.2f}{}\n", r["format"].get<std::string>(), r["ns_per_element"].get<double>(),
                r["copy_ns_per_element"].get<double>(), r["ratio_to_copy"].get<double>(),
                r["vectorized"].get<bool>() ? "" : "  (scalar reference path)");
   }
@@ -136,10 +160,25 @@ Runner add_bench_command(CLI::App& app) {
   q->add_option("--reps", o->reps, "Repetitions; the median is reported (default 31)");
   q->add_option("--level", o->level, "Force an instruction set: scalar, avx2 or avx512 (default: the best available)");
   q->add_flag("--json", o->json, "Machine-readable output");
-  q->footer("Example:\n  mpsim bench quantize\n  mpsim bench quantize --formats e4m3fn --modes rne sr sr8 --level avx2 --json");
-  return [o, q] {
+  q->footer("Example:\n  mpsim bench quantize\n  mpsim bench quantize --formats e4m3fn --modes rne sr sr8 --level avx2 --json\n"
+            "Block formats may be listed too (blocks along the array).");
+  auto ob = std::make_shared<BenchOptions>();
+  ob->formats = {"hbfp4/64", "hbfp6/64", "mxfp8_e4m3", "mxfp4"};
+  auto* b = bench->add_subcommand(
+      "blocks",
+      "ns per element of quantize_blocks (fp32 in and out, blocks along a 1-D array, one thread, L2-resident), "
+      "next to a plain copy of the same array timed in the same run, and their ratio. Medians over repetitions.");
+  b->add_option("--formats", ob->formats, "Block formats to time (default: hbfp4/64 hbfp6/64 mxfp8_e4m3 mxfp4)");
+  b->add_option("--modes", ob->modes, "Rounding modes of the elements (default: rne sr)");
+  b->add_option("--n", ob->n, "Elements in the array (default 16384: 64 KiB each way)");
+  b->add_option("--reps", ob->reps, "Repetitions; the median is reported (default 31)");
+  b->add_option("--level", ob->level, "Force an instruction set: scalar, avx2 or avx512 (default: the best available)");
+  b->add_flag("--json", ob->json, "Machine-readable output");
+  b->footer("Example:\n  mpsim bench blocks\n  mpsim bench blocks --formats hbfp4/64 nvfp4 --modes rne --json");
+  return [o, q, ob, b] {
     if (q->parsed()) return run_bench_quantize(*o);
-    throw UsageError("bench: name what to measure, e.g. 'mpsim bench quantize'");
+    if (b->parsed()) return run_bench_quantize(*ob);
+    throw UsageError("bench: name what to measure, e.g. 'mpsim bench quantize' or 'mpsim bench blocks'");
   };
 }
 

@@ -52,13 +52,13 @@ class BlockFormat {
   // takes relative to its block scale 2^X (hbfpK: e1m(K-2):sp=none:bias=2:sat, the grid
   // k * 2^-(K-1), k < 2^(K-1), with a sign; mxfp8_e4m3: e4m3fn:sat; mxint8: q2.6:sat;
   // nvfp4: e2m1fn:sat, relative to the product of its two scales).
-  Format element_format() const;
+  const Format& element_format() const { return element_; }
   // The element grid scaled by 2^X, exactly (the reference rounds into this format directly).
   // hbfp/mx only.
   Format element_format_at(int X) const;
   // Largest exponent of the element format (floor(log2 max_elem)) and its largest value.
-  int element_emax() const;
-  double element_max() const;
+  int element_emax() const { return element_emax_; }
+  double element_max() const { return element_max_; }
   // Range of the scale exponent X (hbfp/mx): a W-bit code with bias 2^(W-1) - 1, the all-ones
   // code meaning NaN (E8M0 for W = 8), so X in [-(2^(W-1) - 1), 2^(W-1) - 1].
   int scale_min() const;
@@ -84,6 +84,11 @@ class BlockFormat {
   int scale_bits_ = 10;
   ScaleRule rule_ = ScaleRule::floor;
   Rounding rounding_;
+  // Derived from the fields above once (finish()), so that hot paths do not re-derive them.
+  Format element_;
+  double element_max_ = 0;
+  int element_emax_ = 0;
+  void finish();
 };
 
 // ---- tensors -------------------------------------------------------------------------------

@@ -153,6 +153,7 @@ BlockFormat BlockFormat::parse(std::string_view raw) {
       fail(raw, "unknown option '" + o + "': expected exp=W, rule=max|floor|ceil or tile");
     }
   }
+  f.finish();
   return f;
 }
 
@@ -183,19 +184,24 @@ BlockFormat BlockFormat::with_rounding(Rounding r) const {
   if (r.mode == RoundMode::hyst) throw FormatError("block format '" + to_string() + "': 'hyst' rounding does not apply to block formats");
   BlockFormat f = *this;
   f.rounding_ = r;
+  f.finish();
   return f;
 }
 
-Format BlockFormat::element_format() const {
+void BlockFormat::finish() {
   switch (family_) {
-    case BlockFamily::hbfp: return element_format_at(0);
-    case BlockFamily::nvfp4: return Format::parse("e2m1fn:sat").with_rounding(rounding_);
-    case BlockFamily::mx: break;
+    case BlockFamily::hbfp: element_ = element_format_at(0); break;
+    case BlockFamily::nvfp4: element_ = Format::parse("e2m1fn:sat").with_rounding(rounding_); break;
+    case BlockFamily::mx:
+      for (const auto& m : kMx) {
+        if (name_ == m.name) element_ = Format::parse(m.element).with_rounding(rounding_);
+      }
+      break;
   }
-  for (const auto& m : kMx) {
-    if (name_ == m.name) return Format::parse(m.element).with_rounding(rounding_);
-  }
-  throw FormatError("block format '" + to_string() + "': unknown element type");
+  element_max_ = describe(element_).max_finite;
+  int e = 0;
+  std::frexp(element_max_, &e);  // max = f 2^e, f in [0.5, 1): floor(log2 max) = e - 1
+  element_emax_ = e - 1;
 }
 
 Format BlockFormat::element_format_at(int X) const {
@@ -212,7 +218,7 @@ Format BlockFormat::element_format_at(int X) const {
     return Format::from_float(s, rounding_);
   }
   if (family_ == BlockFamily::nvfp4) throw FormatError("nvfp4 scales its elements by a non-power-of-two; it has no element_format_at");
-  const Format base = element_format();
+  const Format& base = element_;
   if (base.kind() == FormatKind::integer) {
     IntSpec s = base.int_spec();
     s.scale = std::ldexp(s.scale, X);
@@ -221,14 +227,6 @@ Format BlockFormat::element_format_at(int X) const {
   FloatSpec s = base.float_spec();
   s.bias -= X;
   return Format::from_float(s, rounding_);
-}
-
-double BlockFormat::element_max() const { return describe(element_format()).max_finite; }
-
-int BlockFormat::element_emax() const {
-  int e = 0;
-  std::frexp(element_max(), &e);  // max = f 2^e, f in [0.5, 1): floor(log2 max) = e - 1
-  return e - 1;
 }
 
 int BlockFormat::scale_max() const { return (1 << (scale_bits_ - 1)) - 1; }

@@ -75,12 +75,110 @@ T from_bits(typename Bits<T>::U u) {
   return x;
 }
 
+// ---- the loops over elements ----------------------------------------------------------------
+// Plain loops that the compiler vectorizes; target_clones builds each for AVX-512, AVX2 and the
+// baseline and picks one at load time. They only move bits (integer max/min of magnitudes) or
+// multiply by powers of two, which is exact in every instruction set, so the choice never
+// changes a result.
+#define MPSIM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+template <typename T>
+[[gnu::always_inline]] inline void scan_run_t(const T* x, std::size_t n, typename Bits<T>::U& am, typename Bits<T>::U& mn) {
+  using U = typename Bits<T>::U;
+  U a = am, m = mn;
+  for (std::size_t c = 0; c < n; ++c) {
+    const U u = magnitude_bits(x[c]);
+    a = u > a ? u : a;
+    const U v = static_cast<U>(u - 1);  // 0 wraps to the largest value: min skips zeros
+    m = v < m ? v : m;
+  }
+  am = a;
+  mn = m;
+}
+template <typename T>
+[[gnu::always_inline]] inline void scan_cols_t(const T* x, std::size_t w, typename Bits<T>::U* am, typename Bits<T>::U* mn) {
+  using U = typename Bits<T>::U;
+  for (std::size_t c = 0; c < w; ++c) {
+    const U u = magnitude_bits(x[c]);
+    am[c] = u > am[c] ? u : am[c];
+    const U v = static_cast<U>(u - 1);
+    mn[c] = v < mn[c] ? v : mn[c];
+  }
+}
+template <typename T, typename V>
+[[gnu::always_inline]] inline void scale_run_t(const T* x, V* y, std::size_t n, V f) {
+  for (std::size_t c = 0; c < n; ++c) y[c] = static_cast<V>(x[c]) * f;
+}
+template <typename T, typename V>
+[[gnu::always_inline]] inline void scale_cols_t(const T* x, V* y, std::size_t w, const V* f) {
+  for (std::size_t c = 0; c < w; ++c) y[c] = static_cast<V>(x[c]) * f[c];
+}
+// z = y * inv (one rounding into T of an exact product); returns how many nonzero x became 0.
+// x is read before z is written: they may be the same array.
+template <typename T, typename V>
+[[gnu::always_inline]] inline std::uint64_t unscale_run_t(const V* y, const T* x, T* z, std::size_t n, V inv) {
+  std::uint64_t flushed = 0;
+  for (std::size_t c = 0; c < n; ++c) {
+    const T xv = x[c];
+    const T q = static_cast<T>(y[c] * inv);
+    z[c] = q;
+    flushed += static_cast<std::uint64_t>((xv != 0) & (q == 0));
+  }
+  return flushed;
+}
+template <typename T, typename V>
+[[gnu::always_inline]] inline std::uint64_t unscale_cols_t(const V* y, const T* x, T* z, std::size_t w, const V* inv) {
+  std::uint64_t flushed = 0;
+  for (std::size_t c = 0; c < w; ++c) {
+    const T xv = x[c];
+    const T q = static_cast<T>(y[c] * inv[c]);
+    z[c] = q;
+    flushed += static_cast<std::uint64_t>((xv != 0) & (q == 0));
+  }
+  return flushed;
+}
+
+#define MPSIM_SCANS(T)                                                                                       \
+  MPSIM_CLONES void scan_run(const T* x, std::size_t n, Bits<T>::U& am, Bits<T>::U& mn) {                \
+    scan_run_t<T>(x, n, am, mn);                                                                             \
+  }                                                                                                          \
+  MPSIM_CLONES void scan_cols(const T* x, std::size_t w, Bits<T>::U* am, Bits<T>::U* mn) {               \
+    scan_cols_t<T>(x, w, am, mn);                                                                            \
+  }
+#define MPSIM_KERNELS(T, V)                                                                                  \
+  MPSIM_CLONES void scale_run(const T* x, V* y, std::size_t n, V f) { scale_run_t<T, V>(x, y, n, f); }       \
+  MPSIM_CLONES void scale_cols(const T* x, V* y, std::size_t w, const V* f) { scale_cols_t<T, V>(x, y, w, f); } \
+  MPSIM_CLONES std::uint64_t unscale_run(const V* y, const T* x, T* z, std::size_t n, V inv) {             \
+    return unscale_run_t<T, V>(y, x, z, n, inv);                                                             \
+  }                                                                                                          \
+  MPSIM_CLONES std::uint64_t unscale_cols(const V* y, const T* x, T* z, std::size_t w, const V* inv) {     \
+    return unscale_cols_t<T, V>(y, x, z, w, inv);                                                            \
+  }
+
+MPSIM_SCANS(float)
+MPSIM_SCANS(double)
+MPSIM_KERNELS(float, float)
+MPSIM_KERNELS(float, double)
+MPSIM_KERNELS(double, double)
+#undef MPSIM_SCANS
+#undef MPSIM_KERNELS
+
+// 2^e as a carrier number, from its bits (e within the carrier's normal exponents).
+inline float pow2f(int e) { return from_bits<float>(static_cast<std::uint32_t>(e + 127) << 23); }
+inline double pow2d(int e) { return from_bits<double>(static_cast<std::uint64_t>(e + 1023) << 52); }
+template <typename V>
+V pow2(int e) {
+  if constexpr (std::is_same_v<V, float>) return pow2f(e);
+  else return pow2d(e);
+}
+
 // Per-block decisions of one band.
 struct BlockPlan {
   int X = 0;
   bool nan = false;
   bool reference = false;  // fp64 data that cannot be scaled exactly: element by element
   double limit = 0;        // max_elem * 2^X: larger magnitudes are clipped
+  bool may_clip = false;   // amax > limit
 };
 
 // Scratch of one thread.
@@ -145,26 +243,12 @@ struct Context {
     s.minnz.assign(nb, std::numeric_limits<U>::max());
     if (g.seg == 1) {
       for (std::size_t j = 0; j < rows; ++j) {
-        const T* xr = x + j * g.width;
-        U* am = s.amax.data() + (g.shared ? 0 : j * g.per_row);
-        U* mn = s.minnz.data() + (g.shared ? 0 : j * g.per_row);
-        for (std::size_t c = 0; c < g.width; ++c) {
-          const U u = magnitude_bits(xr[c]);
-          am[c] = std::max(am[c], u);
-          mn[c] = std::min(mn[c], static_cast<U>(u - 1));
-        }
+        const std::size_t k0 = g.shared ? 0 : j * g.per_row;
+        scan_cols(x + j * g.width, g.width, s.amax.data() + k0, s.minnz.data() + k0);
       }
     } else {
       for_runs(g, rows, [&](std::size_t j, std::size_t c0, std::size_t c1, std::size_t k) {
-        const T* xr = x + j * g.width;
-        U am = s.amax[k], mn = s.minnz[k];
-        for (std::size_t c = c0; c < c1; ++c) {
-          const U u = magnitude_bits(xr[c]);
-          am = std::max(am, u);
-          mn = std::min(mn, static_cast<U>(u - 1));
-        }
-        s.amax[k] = am;
-        s.minnz[k] = mn;
+        scan_run(x + j * g.width + c0, c1 - c0, s.amax[k], s.minnz[k]);
       });
     }
 
@@ -189,18 +273,21 @@ struct Context {
       const auto r = rule.exponent(static_cast<double>(from_bits<T>(s.amax[k])));
       bp.X = r.X;
       if (r.clamped) ++st.scale_clamped;
-      bp.limit = std::ldexp(rule.max_elem, r.X);
+      bp.limit = rule.max_elem * pow2d(r.X);  // |X| <= 511: exact
+      bp.may_clip = static_cast<double>(from_bits<T>(s.amax[k])) > bp.limit;
       const int lo = std::ilogb(static_cast<double>(from_bits<T>(static_cast<U>(s.minnz[k] + 1)))) - r.X;
       if (lo < -126 || r.X < -126 || r.X > 126) use32 = false;
       if constexpr (std::is_same_v<T, double>) bp.reference = lo < -1022;
     }
 
     // Pass 2: scale, round the whole band, and pass 3: scale back (with the statistics).
-    if (use32) {
-      scale_and_round(s.y32, s.fwd32, s.inv32, plan32, b, x, z, n, rows, s, st);
-    } else {
-      scale_and_round(s.y64, s.fwd64, s.inv64, plan64, b, x, z, n, rows, s, st);
+    if constexpr (std::is_same_v<T, float>) {
+      if (use32) {
+        scale_and_round(s.y32, s.fwd32, s.inv32, plan32, b, x, z, n, rows, s, st);
+        return;
+      }
     }
+    scale_and_round(s.y64, s.fwd64, s.inv64, plan64, b, x, z, n, rows, s, st);
     (void)start;
   }
 
@@ -213,21 +300,28 @@ struct Context {
     for (std::size_t k = 0; k < nb; ++k) {
       const BlockPlan& bp = s.blocks[k];
       const bool plain = bp.nan || bp.reference;
-      fwd[k] = plain ? V(0) : static_cast<V>(std::ldexp(1.0, -bp.X));
-      inv[k] = plain ? V(1) : static_cast<V>(std::ldexp(1.0, bp.X));
+      // The chosen type holds 2^-X and 2^X as normal numbers (checked when choosing it).
+      fwd[k] = plain ? V(0) : pow2<V>(-bp.X);
+      inv[k] = plain ? V(1) : pow2<V>(bp.X);
     }
     y.resize(n);
+    std::uint64_t clipped = 0;
     if (g.seg == 1) {
       for (std::size_t j = 0; j < rows; ++j) {
-        const V* fr = fwd.data() + (g.shared ? 0 : j * g.per_row);
-        for (std::size_t c = 0; c < g.width; ++c) y[j * g.width + c] = static_cast<V>(x[j * g.width + c]) * fr[c];
+        const std::size_t k0 = g.shared ? 0 : j * g.per_row;
+        scale_cols(x + j * g.width, y.data() + j * g.width, g.width, fwd.data() + k0);
       }
     } else {
       for_runs(g, rows, [&](std::size_t j, std::size_t c0, std::size_t c1, std::size_t k) {
-        const V fk = fwd[k];
-        for (std::size_t c = c0; c < c1; ++c) y[j * g.width + c] = static_cast<V>(x[j * g.width + c]) * fk;
+        scale_run(x + j * g.width + c0, y.data() + j * g.width + c0, c1 - c0, fwd[k]);
       });
     }
+    // Clipped elements, counted before anything is written (in place, x is the output).
+    for_runs(g, rows, [&](std::size_t j, std::size_t c0, std::size_t c1, std::size_t k) {
+      const BlockPlan& bp = s.blocks[k];
+      if (!bp.may_clip || bp.nan) return;
+      for (std::size_t c = c0; c < c1; ++c) clipped += std::fabs(static_cast<double>(x[j * g.width + c])) > bp.limit;
+    });
     const std::uint64_t first = o.first_index + g.row_begin(b) * g.width;
     round_run(p, y.data(), n, first);
 
@@ -243,21 +337,19 @@ struct Context {
       }
     });
 
-    // Pass 3. Read x[e] before writing z[e]: they may be the same element (in place).
-    std::uint64_t clipped = 0, flushed = 0;
-    for_runs(g, rows, [&](std::size_t j, std::size_t c0, std::size_t c1, std::size_t k) {
-      const V ik = inv[k];
-      const double limit = s.blocks[k].limit;
-      const bool nanb = s.blocks[k].nan;
-      for (std::size_t c = c0; c < c1; ++c) {
-        const std::size_t e = j * g.width + c;
-        const T xv = x[e];
-        const T q = static_cast<T>(y[e] * ik);
-        z[e] = q;
-        clipped += !nanb && std::fabs(static_cast<double>(xv)) > limit;
-        flushed += xv != 0 && q == 0;
+    // Pass 3.
+    std::uint64_t flushed = 0;
+    if (g.seg == 1) {
+      for (std::size_t j = 0; j < rows; ++j) {
+        const std::size_t k0 = g.shared ? 0 : j * g.per_row, e = j * g.width;
+        flushed += unscale_cols(y.data() + e, x + e, z + e, g.width, inv.data() + k0);
       }
-    });
+    } else {
+      for_runs(g, rows, [&](std::size_t j, std::size_t c0, std::size_t c1, std::size_t k) {
+        const std::size_t e = j * g.width + c0;
+        flushed += unscale_run(y.data() + e, x + e, z + e, c1 - c0, inv[k]);
+      });
+    }
     st.clipped += clipped;
     st.flushed += flushed;
   }
