@@ -1,0 +1,222 @@
+// The MAC spec grammar: parsing, validation and canonical printing (docs/mac.md, section 1).
+#include <string>
+#include <vector>
+
+#include "../format/text.h"
+#include "mpsim/mac.h"
+
+namespace mpsim {
+
+namespace {
+
+[[noreturn]] void fail(std::string_view item, const std::string& why) {
+  throw MacSpecError("MAC item '" + std::string(item) + "': " + why);
+}
+
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+
+std::vector<std::string_view> split_items(std::string_view text) {
+  std::vector<std::string_view> items;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    while (i < text.size() && is_space(text[i])) ++i;
+    const std::size_t start = i;
+    while (i < text.size() && !is_space(text[i])) ++i;
+    if (i > start) items.push_back(text.substr(start, i - start));
+  }
+  return items;
+}
+
+// The block formats of the format grammar (docs/formats.md 1.1): recognised by their spelling
+// so that the message can say what is missing, whatever Format::parse says about them.
+bool looks_like_block(std::string_view value) {
+  const std::string v = detail::lowercase(value);
+  return v.find('/') != std::string::npos || v.rfind("hbfp", 0) == 0 || v.rfind("mx", 0) == 0 ||
+         v.rfind("nvfp4", 0) == 0;
+}
+
+enum class Role { input, product, accumulator, output };
+
+std::string item_text(std::string_view key, const Format& f) { return std::string(key) + "=" + f.to_string(); }
+
+// Why a format cannot take this role in a MAC, or nullptr if it can. (Returns text rather than
+// throwing so that validate(), which dot_ref runs on every call, builds no strings when the
+// spec is valid.)
+const char* why_invalid(const Format& f, Role role) {
+  const Rounding& r = f.rounding();
+  if (r.mode == RoundMode::hyst) return "hysteresis rounding applies to weight updates in the optimizer, not to a MAC";
+  if (f.kind() == FormatKind::integer && f.int_spec().perchannel) {
+    return "per-channel integer formats take their scale from a layer; a MAC spec needs a fixed scale";
+  }
+  if (role == Role::input && r.stochastic()) {
+    return "multiplier inputs are quantized deterministically (each operand element once, whatever output uses it); "
+           "stochastic rounding of operands belongs to the layer's operand quantizer";
+  }
+  if (role == Role::accumulator && f.kind() == FormatKind::floating && !f.float_spec().has_zero) {
+    return "an accumulator starts from zero, and this format has no zero";
+  }
+  return nullptr;
+}
+
+void check_format(std::string_view key, const Format& f, Role role) {
+  if (const char* why = why_invalid(f, role)) fail(item_text(key, f), why);
+}
+
+Format parse_format_item(std::string_view item, std::string_view value, Role role) {
+  if (looks_like_block(value)) {
+    if (role == Role::input) fail(item, "block-format inputs are not supported by the reference yet");
+    fail(item, "a block format can only be a multiplier input (in=, a=, b=), not a product, accumulator or output format");
+  }
+  Format f;
+  try {
+    f = Format::parse(value);
+  } catch (const FormatError& e) {
+    fail(item, e.what());
+  }
+  if (const char* why = why_invalid(f, role)) fail(item, why);
+  return f;
+}
+
+}  // namespace
+
+MacOrder parse_mac_order(std::string_view text) {
+  const std::string t = detail::lowercase(text);
+  const std::string item = "order=" + std::string(text);
+  if (t == "seq") return {MacOrderKind::seq, 0};
+  if (t == "kahan") return {MacOrderKind::kahan, 0};
+  struct Prefix {
+    const char* name;
+    MacOrderKind kind;
+  };
+  // "ftree" before "tree" is irrelevant for prefix matching but keeps the list readable.
+  for (const Prefix p : {Prefix{"chunk", MacOrderKind::chunk}, Prefix{"ftree", MacOrderKind::ftree}, Prefix{"tree", MacOrderKind::tree}}) {
+    const std::string_view name = p.name;
+    if (t.rfind(name, 0) != 0) continue;
+    const std::string digits = t.substr(name.size());
+    if (digits.empty()) fail(item, "'" + std::string(name) + "' needs a group size, e.g. " + std::string(name) + "64");
+    if (!detail::is_digits(digits) || digits.size() > 9) {
+      fail(item, "the group size must be a decimal number of at most 9 digits");
+    }
+    const unsigned long n = std::stoul(digits);
+    if (n == 0) fail(item, "the group size must be at least 1");
+    return {p.kind, static_cast<std::uint32_t>(n)};
+  }
+  fail(item, "unknown order (expected seq, chunkN, treeN, ftreeN or kahan)");
+}
+
+std::string to_string(const MacOrder& o) {
+  switch (o.kind) {
+    case MacOrderKind::seq: return "seq";
+    case MacOrderKind::kahan: return "kahan";
+    case MacOrderKind::chunk: return "chunk" + std::to_string(o.n);
+    case MacOrderKind::tree: return "tree" + std::to_string(o.n);
+    case MacOrderKind::ftree: return "ftree" + std::to_string(o.n);
+  }
+  return "?";
+}
+
+MacSpec MacSpec::parse(std::string_view text) {
+  MacSpec s;
+  bool seen_a = false, seen_b = false, seen_prod = false, seen_fused = false, seen_acc = false, seen_order = false,
+       seen_outer = false, seen_out = false;
+  std::string outer_item;
+  const auto once = [](std::string_view item, bool& seen, std::string_view what) {
+    if (seen) fail(item, std::string(what) + " is given more than once");
+    seen = true;
+  };
+  for (const std::string_view item : split_items(text)) {
+    const std::size_t eq = item.find('=');
+    const std::string key = detail::lowercase(item.substr(0, eq));
+    if (eq == std::string_view::npos) {
+      if (key == "fused") {
+        once(item, seen_fused, "fused");
+        s.fused = true;
+        continue;
+      }
+      fail(item, "expected key=value or 'fused' (keys: in, a, b, prod, acc, order, outer, out)");
+    }
+    const std::string_view value = item.substr(eq + 1);
+    if (key == "fused") fail(item, "'fused' takes no value");
+    if (value.empty()) fail(item, "missing value after '='");
+    const std::string lower = detail::lowercase(value);
+    if (key == "in") {
+      if (seen_a || seen_b) fail(item, "the input format is given more than once (in= sets both a= and b=)");
+      seen_a = seen_b = true;
+      s.a = s.b = parse_format_item(item, value, Role::input);
+    } else if (key == "a") {
+      once(item, seen_a, "the input format a (in= sets it too)");
+      s.a = parse_format_item(item, value, Role::input);
+    } else if (key == "b") {
+      once(item, seen_b, "the input format b (in= sets it too)");
+      s.b = parse_format_item(item, value, Role::input);
+    } else if (key == "prod") {
+      once(item, seen_prod, "prod=");
+      s.prod = lower == "exact" ? std::nullopt : std::optional<Format>(parse_format_item(item, value, Role::product));
+    } else if (key == "acc") {
+      once(item, seen_acc, "acc=");
+      s.acc = lower == "exact" ? std::nullopt : std::optional<Format>(parse_format_item(item, value, Role::accumulator));
+    } else if (key == "order") {
+      once(item, seen_order, "order=");
+      s.order = parse_mac_order(value);
+    } else if (key == "outer") {
+      once(item, seen_outer, "outer=");
+      outer_item = std::string(item);
+      s.outer = parse_format_item(item, value, Role::accumulator);
+    } else if (key == "out") {
+      once(item, seen_out, "out=");
+      s.out = parse_format_item(item, value, Role::output);
+    } else {
+      fail(item, "unknown key '" + key + "' (keys: in, a, b, prod, fused, acc, order, outer, out)");
+    }
+  }
+  if (seen_outer && !s.order.grouped()) {
+    fail(outer_item, "outer= applies only to order=chunkN, treeN or ftreeN (order is " + mpsim::to_string(s.order) + ")");
+  }
+  // An outer equal to acc is the default; dropping it keeps one representation per meaning.
+  if (s.outer && s.outer == s.acc) s.outer.reset();
+  s.validate();
+  return s;
+}
+
+void MacSpec::validate() const {
+  check_format("a", a, Role::input);
+  check_format("b", b, Role::input);
+  if (prod) check_format("prod", *prod, Role::product);
+  if (acc) check_format("acc", *acc, Role::accumulator);
+  if (outer) check_format("outer", *outer, Role::accumulator);
+  if (out) check_format("out", *out, Role::output);
+  const auto ord = [&] { return "order=" + mpsim::to_string(order); };
+  if (order.grouped() && order.n == 0) fail(ord(), "the group size must be at least 1");
+  if (!order.grouped() && order.n != 0) fail(ord(), "seq and kahan take no group size");
+  if (outer && outer != acc && !order.grouped()) {
+    fail(item_text("outer", *outer), "outer= applies only to order=chunkN, treeN or ftreeN (order is " + mpsim::to_string(order) + ")");
+  }
+  if (fused) {
+    if (prod) {
+      fail("fused", "a fused MAC rounds a*b + c once, so the product cannot be rounded first (" + item_text("prod", *prod) +
+                        "); use prod=exact");
+    }
+    if (!acc) fail("fused", "with acc=exact nothing is rounded, so 'fused' has no meaning");
+    if (order.kind == MacOrderKind::tree || order.kind == MacOrderKind::ftree || order.kind == MacOrderKind::kahan) {
+      fail("fused", "a fused a*b + c step exists only in orders that add one product at a time into the accumulator (seq, chunkN); not in " + ord());
+    }
+  }
+}
+
+std::string MacSpec::to_string() const {
+  std::string s = a == b ? "in=" + a.to_string() : "a=" + a.to_string() + " b=" + b.to_string();
+  s += " prod=" + (prod ? prod->to_string() : std::string("exact"));
+  if (fused) s += " fused";
+  s += " acc=" + (acc ? acc->to_string() : std::string("exact"));
+  s += " order=" + mpsim::to_string(order);
+  if (outer && outer != acc) s += " outer=" + outer->to_string();
+  if (out) s += " out=" + out->to_string();
+  return s;
+}
+
+bool MacSpec::operator==(const MacSpec& o) const {
+  return a == o.a && b == o.b && prod == o.prod && fused == o.fused && acc == o.acc && order == o.order &&
+         outer_format() == o.outer_format() && out == o.out;
+}
+
+}  // namespace mpsim
