@@ -172,6 +172,15 @@ V pow2(int e) {
   else return pow2d(e);
 }
 
+// floor(log2 |x|) of a positive finite magnitude given by its bits: the exponent field for
+// normal numbers, ilogb for subnormals.
+template <typename T>
+int floor_log2(typename Bits<T>::U u) {
+  constexpr int P = sizeof(T) == 4 ? 23 : 52, B = sizeof(T) == 4 ? 127 : 1023;
+  const int e = static_cast<int>(u >> P);
+  return e != 0 ? e - B : std::ilogb(from_bits<T>(u));
+}
+
 // Per-block decisions of one band.
 struct BlockPlan {
   int X = 0;
@@ -186,6 +195,8 @@ template <typename T>
 struct Scratch {
   std::vector<typename Bits<T>::U> amax, minnz;
   std::vector<BlockPlan> blocks;
+  bool any_clip = false;     // some block of the band may clip
+  bool any_special = false;  // some block is NaN or goes through the reference
   std::vector<float> y32, fwd32, inv32;
   std::vector<double> y64, fwd64, inv64;
 };
@@ -255,12 +266,14 @@ struct Context {
     // Scale decisions, and which type can hold the scaled values exactly.
     s.blocks.resize(nb);
     bool use32 = std::is_same_v<T, float> && plan32.kind != detail::PlanKind::scalar;
+    s.any_clip = s.any_special = false;
     for (std::size_t k = 0; k < nb; ++k) {
       BlockPlan& bp = s.blocks[k];
       bp = BlockPlan{};
       ++st.blocks;
       if (s.amax[k] >= Bits<T>::kInf) {
         bp.nan = true;
+        s.any_special = true;
         ++st.nan_blocks;
         continue;
       }
@@ -270,14 +283,18 @@ struct Context {
         bp.limit = std::numeric_limits<double>::infinity();
         continue;
       }
-      const auto r = rule.exponent(static_cast<double>(from_bits<T>(s.amax[k])));
+      const auto r = rule.exponent(static_cast<double>(from_bits<T>(s.amax[k])), floor_log2<T>(s.amax[k]));
       bp.X = r.X;
       if (r.clamped) ++st.scale_clamped;
       bp.limit = rule.max_elem * pow2d(r.X);  // |X| <= 511: exact
       bp.may_clip = static_cast<double>(from_bits<T>(s.amax[k])) > bp.limit;
-      const int lo = std::ilogb(static_cast<double>(from_bits<T>(static_cast<U>(s.minnz[k] + 1)))) - r.X;
+      s.any_clip = s.any_clip || bp.may_clip;
+      const int lo = floor_log2<T>(static_cast<U>(s.minnz[k] + 1)) - r.X;
       if (lo < -126 || r.X < -126 || r.X > 126) use32 = false;
-      if constexpr (std::is_same_v<T, double>) bp.reference = lo < -1022;
+      if constexpr (std::is_same_v<T, double>) {
+        bp.reference = lo < -1022;
+        s.any_special = s.any_special || bp.reference;
+      }
     }
 
     // Pass 2: scale, round the whole band, and pass 3: scale back (with the statistics).
@@ -317,7 +334,7 @@ struct Context {
       });
     }
     // Clipped elements, counted before anything is written (in place, x is the output).
-    for_runs(g, rows, [&](std::size_t j, std::size_t c0, std::size_t c1, std::size_t k) {
+    if (s.any_clip) for_runs(g, rows, [&](std::size_t j, std::size_t c0, std::size_t c1, std::size_t k) {
       const BlockPlan& bp = s.blocks[k];
       if (!bp.may_clip || bp.nan) return;
       for (std::size_t c = c0; c < c1; ++c) clipped += std::fabs(static_cast<double>(x[j * g.width + c])) > bp.limit;
@@ -327,7 +344,7 @@ struct Context {
 
     // Blocks the scaling cannot serve: NaN blocks, and fp64 blocks through the reference.
     const double nan = std::numeric_limits<double>::quiet_NaN();
-    for_runs(g, rows, [&](std::size_t j, std::size_t c0, std::size_t c1, std::size_t k) {
+    if (s.any_special) for_runs(g, rows, [&](std::size_t j, std::size_t c0, std::size_t c1, std::size_t k) {
       const BlockPlan& bp = s.blocks[k];
       if (!bp.nan && !bp.reference) return;
       const Format at = bp.reference ? f.element_format_at(bp.X) : elem;
@@ -452,7 +469,8 @@ BlockStats fast(const BlockFormat& f, const T* in, T* out, const BlockLayout& la
   const auto bands = static_cast<std::int64_t>(g.bands);
 #pragma omp parallel num_threads(threads)
   {
-    Scratch<T> scratch;
+    // Kept per thread between calls: no allocation or zero-filling in the steady state.
+    thread_local Scratch<T> scratch;
     BlockStats& st = parts[static_cast<std::size_t>(omp_get_thread_num())];
 #pragma omp for schedule(dynamic, 1)
     for (std::int64_t b = 0; b < bands; ++b) ctx.band(static_cast<std::size_t>(b), in, out, scratch, st);

@@ -2,6 +2,7 @@
 // path so that both decide scales with the same few exact operations.
 #pragma once
 
+#include <bit>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -30,9 +31,17 @@ struct ScaleRuleParams {
   };
   // The scale exponent of a block with largest magnitude amax (positive and finite). Exact:
   // ilogb is floor(log2) of any double, and max_elem * 2^X is an fp64 number.
-  Result exponent(double amax) const {
-    int X = std::ilogb(amax) - emax;                         // floor: floor(log2 amax) - emax
-    if (rule == ScaleRule::ceil && amax > std::ldexp(max_elem, X)) ++X;  // smallest X not clipping
+  Result exponent(double amax) const { return exponent(amax, std::ilogb(amax)); }
+  // The same, with floor(log2 amax) already known (the fast path reads it off the bits).
+  Result exponent(double amax, int floor_log2) const {
+    int X = floor_log2 - emax;  // floor: floor(log2 amax) - emax
+    if (rule == ScaleRule::ceil) {
+      // Smallest X not clipping: X or X + 1. max_elem * 2^X by a multiplication when 2^X is a
+      // normal fp64 number (exact: max_elem has few bits), else by ldexp.
+      const double top = (X >= -1022 && X <= 1023) ? max_elem * std::bit_cast<double>(static_cast<std::uint64_t>(X + 1023) << 52)
+                                                   : std::ldexp(max_elem, X);
+      if (amax > top) ++X;
+    }
     if (X < smin) return {smin, true};
     if (X > smax) return {smax, true};
     return {X, false};

@@ -70,6 +70,12 @@ void plan_float(QuantPlan& p, const FloatSpec& s, const Format& f, Carrier carri
     p.fast = true;
     p.fast_lo = carrier_bits(p.asnormal_gap ? p.s1 : std::ldexp(1.0, emin_n));
     p.fast_hi = carrier_bits(p.max_value);
+    // The quantum 2^(emin - M) must be a normal carrier number (it is the result's bits), and
+    // M > 0 makes a value's code parity the parity of its multiple of the quantum.
+    if (s.sub == Subnormals::ieee && M > 0 && !p.fnuz && p.overflow_value == p.max_value && p.Tn - M >= 1) {
+      p.sat_ieee = true;
+      p.quantum_bits = carrier_bits(p.small_scale);
+    }
   }
 }
 

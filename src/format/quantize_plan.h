@@ -51,6 +51,12 @@ struct QuantPlan {
   // the fixed position P - M: no subnormals, no overflow, no specials to consider.
   bool fast = false;
   std::uint64_t fast_lo = 0, fast_hi = 0;  // carrier bit patterns of the magnitudes
+  // Saturating formats with gradual underflow (e4m3fn:sat, e2m1fn, the block formats' elements):
+  // every finite magnitude above the largest value becomes it, so the kernel clamps the
+  // magnitude bits to fast_hi first and then rounds at a quantum that depends on the binade
+  // alone, with no codes, overflow or specials to form (SatVector in quantize_simd.cpp).
+  bool sat_ieee = false;
+  std::uint64_t quantum_bits = 0;  // carrier bits of the quantum below the normal range
 
   // ---- fixed point ----
   int Tq = 0;                // carrier-biased exponent of the quantum 2^-F

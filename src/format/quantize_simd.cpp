@@ -331,6 +331,73 @@ HWY_INLINE hn::Vec<D> FloatVector(D d, const QuantPlan& p, hn::Vec<D> x, const s
   return result;
 }
 
+// ---- one vector of a saturating float format with gradual underflow ----------------------
+
+// Every finite magnitude above the largest value max rounds to max in every mode, and so does
+// infinity, so the magnitude bits are clamped to max's first (max is a value: exact, nothing
+// to round). Then the quantum depends on the binade alone: 2^(e - M) in a normal binade e, and
+// 2^(emin - M) below it. With d the number of significand bits below the quantum:
+//   d <= P: the kept part is the input with its low d bits cleared, and rounding up adds
+//           2^d to the bits (a carry into the exponent is the next binade's first value);
+//   d > P:  the input is below one quantum (its multiple K is 0), so the result is 0 or the
+//           quantum itself.
+// The parity of the lower neighbour's code is the parity of its multiple of the quantum (M > 0).
+template <RoundMode MODE, class D>
+HWY_INLINE hn::Vec<D> SatVector(D d, const QuantPlan& p, hn::Vec<D> x, const std::uint32_t* w,
+                                hn::Mask<hn::RebindToUnsigned<D>>& fallback) {
+  using L = Lanes<D>;
+  using TU = typename L::TU;
+  using TI = typename L::TI;
+  const typename L::DU du;
+  const typename L::DI di;
+  const auto one = hn::Set(du, TU{1});
+  const auto bits = hn::BitCast(du, x);
+  const auto sign_mask = hn::Set(du, L::kSign);
+  const auto sign = hn::And(bits, sign_mask);
+  const auto u0 = hn::AndNot(sign_mask, bits);
+  const auto neg = hn::Ne(sign, hn::Zero(du));
+  const auto inf_bits = hn::Set(du, L::kInfBits);
+  const auto nan = hn::Gt(u0, inf_bits);
+  const auto u = hn::Min(u0, hn::Set(du, static_cast<TU>(p.fast_hi)));
+  hn::Vec<hn::RebindToUnsigned<D>> w0 = hn::Zero(du);
+  if constexpr (MODE == RoundMode::sr || MODE == RoundMode::srn) w0 = LoadWords(d, w);
+  const auto none = hn::Ne(one, one);
+  hn::Vec<hn::RebindToUnsigned<D>> mag;
+  // Lanes at or above the lowest normal binade (or zero): one quantum position for all.
+  const auto ui = hn::BitCast(di, u);
+  const auto in_normal = hn::Or(hn::RebindMask(du, hn::Eq(ui, hn::Zero(di))),
+                                hn::RebindMask(du, hn::Not(hn::Lt(ui, hn::Set(di, static_cast<TI>(p.fast_lo))))));
+  if (hn::AllTrue(du, in_normal)) {
+    const int dbits = L::P - p.M;
+    const auto mask = hn::Set(du, static_cast<TU>((TU{1} << dbits) - 1));
+    const auto rem = hn::And(u, mask);
+    const auto lo = hn::AndNot(mask, u);
+    const auto odd = hn::Ne(hn::And(hn::ShiftRightSame(u, dbits), one), hn::Zero(du));
+    const auto up = RoundUp<MODE>(du, di, p, rem, hn::Set(di, static_cast<TI>(dbits)), hn::Set(du, static_cast<TU>(dbits)),
+                                  odd, none, neg, w0, fallback);
+    mag = hn::Add(lo, hn::And(hn::VecFromMask(du, up), hn::Set(du, TU{1} << dbits)));
+  } else {
+    const auto e = hn::ShiftRight<L::P>(u);
+    const auto hidden = hn::Set(du, TU{1} << L::P);
+    const auto sig = hn::Or(hn::And(u, hn::Sub(hidden, one)), hn::IfThenElseZero(hn::Ne(e, hn::Zero(du)), hidden));
+    const auto eeff = hn::BitCast(di, hn::Max(e, one));
+    const auto below = hn::Max(hn::Sub(hn::Set(di, static_cast<TI>(p.Tn)), eeff), hn::Zero(di));
+    const auto dsh = hn::Add(hn::Set(di, static_cast<TI>(L::P - p.M)), below);
+    const auto tiny = hn::RebindMask(du, hn::Gt(dsh, hn::Set(di, static_cast<TI>(L::P + 1))));
+    const auto dc = hn::BitCast(du, hn::Min(dsh, hn::Set(di, static_cast<TI>(L::P + 1))));
+    const auto K = hn::Shr(sig, dc);
+    const auto rem = hn::Sub(sig, hn::Shl(K, dc));
+    const auto odd = hn::Ne(hn::And(K, one), hn::Zero(du));
+    const auto up = hn::VecFromMask(du, RoundUp<MODE>(du, di, p, rem, dsh, dc, odd, tiny, neg, w0, fallback));
+    const auto within = hn::RebindMask(du, hn::Not(hn::Gt(dsh, hn::Set(di, static_cast<TI>(L::P)))));
+    const auto step = hn::Shl(one, hn::Min(dc, hn::Set(du, static_cast<TU>(L::P))));
+    const auto kept = hn::Add(hn::AndNot(hn::Sub(step, one), u), hn::And(up, step));
+    mag = hn::IfThenElse(within, kept, hn::And(up, hn::Set(du, static_cast<TU>(p.quantum_bits))));
+  }
+  auto result = hn::BitCast(d, hn::Or(mag, sign));
+  return hn::IfThenElse(hn::RebindMask(d, nan), hn::Set(d, std::numeric_limits<hn::TFromD<D>>::quiet_NaN()), result);
+}
+
 // ---- one vector of fixed point (and power-of-two integers) -------------------------------
 
 template <RoundMode MODE, class D>
@@ -388,14 +455,16 @@ HWY_NOINLINE void FixLanes(const Format& f, const T* x, T* out, std::uint64_t bi
 
 // Quantizes one vector from src to dst (which may be src); lanes the kernel cannot decide go
 // through the scalar reference.
-template <RoundMode MODE, bool kFixed, class D, typename T = hn::TFromD<D>>
+// Kernel kinds: 0 FloatVector, 1 FixedVector, 2 SatVector.
+template <RoundMode MODE, int kKind, class D, typename T = hn::TFromD<D>>
 HWY_INLINE void OneVector(D d, const QuantPlan& p, const Format& f, const T* src, T* dst, const std::uint32_t* w,
                           std::uint64_t index, const RandomKey& key, T* HWY_RESTRICT saved) {
   const hn::RebindToUnsigned<D> du;
   const auto x = hn::LoadU(d, src);
   auto fallback = hn::Ne(hn::Zero(du), hn::Zero(du));
   hn::Vec<D> y;
-  if constexpr (kFixed) y = FixedVector<MODE>(d, p, x, w, fallback);
+  if constexpr (kKind == 1) y = FixedVector<MODE>(d, p, x, w, fallback);
+  else if constexpr (kKind == 2) y = SatVector<MODE>(d, p, x, w, fallback);
   else y = FloatVector<MODE>(d, p, x, w, fallback);
   if (HWY_UNLIKELY(!hn::AllFalse(du, fallback))) {
     hn::Store(x, d, saved);  // dst may be src
@@ -410,7 +479,7 @@ HWY_INLINE void OneVector(D d, const QuantPlan& p, const Format& f, const T* src
   }
 }
 
-template <RoundMode MODE, bool kFixed, typename T>
+template <RoundMode MODE, int kKind, typename T>
 HWY_INLINE void QuantizeRange(const QuantPlan& plan, const Format& f, const T* in, T* out, std::size_t n,
                               std::uint64_t first, const RandomKey& key) {
   // A local copy: the compiler may then keep its fields in registers (a reference could alias
@@ -440,7 +509,7 @@ HWY_INLINE void QuantizeRange(const QuantPlan& plan, const Format& f, const T* i
       w = words + (i0 & 3);
     }
     std::size_t i = 0;
-    for (; i + N <= len; i += N) OneVector<MODE, kFixed>(d, p, f, in + c + i, out + c + i, w + i, i0 + i, key, saved);
+    for (; i + N <= len; i += N) OneVector<MODE, kKind>(d, p, f, in + c + i, out + c + i, w + i, i0 + i, key, saved);
     if (i < len) {
       const std::size_t rest = len - i;
       std::fill(tail_in, tail_in + kMaxLanes, T{0});
@@ -448,7 +517,7 @@ HWY_INLINE void QuantizeRange(const QuantPlan& plan, const Format& f, const T* i
       std::memcpy(tail_in, in + c + i, rest * sizeof(T));
       if constexpr (kRandom) std::memcpy(tail_words, w + i, rest * sizeof(std::uint32_t));
       alignas(64) T tail_out[kMaxLanes];
-      OneVector<MODE, kFixed>(d, p, f, tail_in, tail_out, tail_words, i0 + i, key, saved);
+      OneVector<MODE, kKind>(d, p, f, tail_in, tail_out, tail_words, i0 + i, key, saved);
       std::memcpy(out + c + i, tail_out, rest * sizeof(T));
     }
   }
@@ -459,8 +528,9 @@ void QuantizeAny(const QuantPlan& p, const Format& f, const T* in, T* out, std::
                  const RandomKey& key) {
 #define MPSIM_QUANTIZE_MODE(m)                                                    \
   case RoundMode::m:                                                              \
-    if (p.kind == PlanKind::fixed) QuantizeRange<RoundMode::m, true>(p, f, in, out, n, first, key); \
-    else QuantizeRange<RoundMode::m, false>(p, f, in, out, n, first, key);        \
+    if (p.kind == PlanKind::fixed) QuantizeRange<RoundMode::m, 1>(p, f, in, out, n, first, key); \
+    else if (p.sat_ieee) QuantizeRange<RoundMode::m, 2>(p, f, in, out, n, first, key);  \
+    else QuantizeRange<RoundMode::m, 0>(p, f, in, out, n, first, key);            \
     return;
   switch (p.rounding.mode) {
     MPSIM_QUANTIZE_MODE(rne)
