@@ -218,6 +218,7 @@ struct Context {
   const BlockFormat& f;
   const Format elem;        // element format at scale 2^0
   QuantPlan plan32, plan64;
+  bool fused = false;  // fp32 blocks of whole vectors: the one-pass SIMD kernel
   ScaleRuleParams rule;
   BandGrid g;
   const BlockQuantizeOptions& o;
@@ -226,6 +227,7 @@ struct Context {
       : f(fmt), elem(fmt.element_format()), rule(fmt), g(detail::make_band_grid(fmt, layout, kBandElements)), o(opts) {
     if constexpr (std::is_same_v<T, float>) plan32 = detail::make_plan(elem, Carrier::fp32);
     plan64 = detail::make_plan(elem, Carrier::fp64);
+    fused = plan32.kind != detail::PlanKind::scalar && g.seg % detail::simd_lanes_f32() == 0;
   }
 
   // Rounds n scaled values in place: the SIMD kernel, or the scalar reference where the format
@@ -316,13 +318,32 @@ struct Context {
     inv.resize(nb);
     for (std::size_t k = 0; k < nb; ++k) {
       const BlockPlan& bp = s.blocks[k];
-      const bool plain = bp.nan || bp.reference;
-      // The chosen type holds 2^-X and 2^X as normal numbers (checked when choosing it).
-      fwd[k] = plain ? V(0) : pow2<V>(-bp.X);
-      inv[k] = plain ? V(1) : pow2<V>(bp.X);
+      // The chosen type holds 2^-X and 2^X as normal numbers (checked when choosing it). A NaN
+      // block scales to NaN, so its elements round to NaN; reference blocks are filled below.
+      fwd[k] = bp.nan ? std::numeric_limits<V>::quiet_NaN() : (bp.reference ? V(0) : pow2<V>(-bp.X));
+      inv[k] = (bp.nan || bp.reference) ? V(1) : pow2<V>(bp.X);
+    }
+    // Clipped elements, counted before anything is written (in place, x is the output).
+    std::uint64_t clipped = 0;
+    if (s.any_clip) for_runs(g, rows, [&](std::size_t j, std::size_t c0, std::size_t c1, std::size_t k) {
+      const BlockPlan& bp = s.blocks[k];
+      if (!bp.may_clip || bp.nan) return;
+      for (std::size_t c = c0; c < c1; ++c) clipped += std::fabs(static_cast<double>(x[j * g.width + c])) > bp.limit;
+    });
+    st.clipped += clipped;
+    const std::uint64_t first = o.first_index + g.row_begin(b) * g.width;
+    if constexpr (std::is_same_v<T, float> && std::is_same_v<V, float>) {
+      // Runs of whole vectors per block: scale, round and scale back in one SIMD pass, row by row.
+      if (fused && g.seg > 1) {
+        for (std::size_t j = 0; j < rows; ++j) {
+          const std::size_t k0 = g.shared ? 0 : j * g.per_row, e = j * g.width;
+          st.flushed += detail::simd_quantize_blocks(p, elem, x + e, z + e, g.width, g.seg, fwd.data() + k0, inv.data() + k0,
+                                                     first + e, o.key);
+        }
+        return;
+      }
     }
     y.resize(n);
-    std::uint64_t clipped = 0;
     if (g.seg == 1) {
       for (std::size_t j = 0; j < rows; ++j) {
         const std::size_t k0 = g.shared ? 0 : j * g.per_row;
@@ -333,13 +354,6 @@ struct Context {
         scale_run(x + j * g.width + c0, y.data() + j * g.width + c0, c1 - c0, fwd[k]);
       });
     }
-    // Clipped elements, counted before anything is written (in place, x is the output).
-    if (s.any_clip) for_runs(g, rows, [&](std::size_t j, std::size_t c0, std::size_t c1, std::size_t k) {
-      const BlockPlan& bp = s.blocks[k];
-      if (!bp.may_clip || bp.nan) return;
-      for (std::size_t c = c0; c < c1; ++c) clipped += std::fabs(static_cast<double>(x[j * g.width + c])) > bp.limit;
-    });
-    const std::uint64_t first = o.first_index + g.row_begin(b) * g.width;
     round_run(p, y.data(), n, first);
 
     // Blocks the scaling cannot serve: NaN blocks, and fp64 blocks through the reference.
@@ -367,7 +381,6 @@ struct Context {
         flushed += unscale_run(y.data() + e, x + e, z + e, c1 - c0, inv[k]);
       });
     }
-    st.clipped += clipped;
     st.flushed += flushed;
   }
 };

@@ -523,6 +523,118 @@ HWY_INLINE void QuantizeRange(const QuantPlan& plan, const Format& f, const T* i
   }
 }
 
+// ---- blocks: scale, round and scale back in one pass ------------------------------------
+
+// Consecutive blocks of `seg` elements (seg a multiple of the vector length, so no vector
+// straddles two blocks; the last block may be shorter): out[i] = round(in[i] * fwd[b]) * inv[b]
+// for b = i / seg, where fwd and inv are 2^-X and 2^X of the block (NaN and 1 for a NaN block).
+// The same per-lane kernels as QuantizeRange round the scaled values, with the random words of
+// positions first + i; lanes they cannot decide go to the reference on the scaled value.
+// Returns how many nonzero inputs became zero.
+template <RoundMode MODE, int kKind>
+HWY_INLINE std::uint64_t BlockRange(const QuantPlan& plan, const Format& f, const float* in, float* out,
+                                    std::size_t n, std::size_t seg, const float* fwd, const float* inv,
+                                    std::uint64_t first, const RandomKey& key) {
+  const QuantPlan p = plan;
+  const hn::ScalableTag<float> d;
+  const hn::RebindToUnsigned<decltype(d)> du;
+  const std::size_t N = hn::Lanes(d);
+  constexpr bool kRandom = MODE == RoundMode::sr || MODE == RoundMode::srn;
+  constexpr std::size_t kChunk = 1024;
+  constexpr std::size_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
+  alignas(64) std::uint32_t words[kChunk + 8 + kPhiloxSlack];
+  alignas(64) float saved[kMaxLanes], fixed[kMaxLanes], tail_in[kMaxLanes], tail_out[kMaxLanes];
+  alignas(64) std::uint32_t tail_words[kMaxLanes];
+  const auto zero = hn::Zero(d);
+  std::uint64_t flushed = 0;
+
+  // One vector of block b at position i (its data at src, its words at w), into dst.
+  const auto one = [&](const float* src, float* dst, const std::uint32_t* w, std::size_t b, std::size_t i) {
+    const auto x = hn::LoadU(d, src);
+    const auto xs = hn::Mul(x, hn::Set(d, fwd[b]));
+    auto fallback = hn::Ne(hn::Zero(du), hn::Zero(du));
+    hn::Vec<decltype(d)> y;
+    if constexpr (kKind == 1) y = FixedVector<MODE>(d, p, xs, w, fallback);
+    else if constexpr (kKind == 2) y = SatVector<MODE>(d, p, xs, w, fallback);
+    else y = FloatVector<MODE>(d, p, xs, w, fallback);
+    if (HWY_UNLIKELY(!hn::AllFalse(du, fallback))) {
+      hn::Store(xs, d, saved);
+      hn::Store(y, d, fixed);
+      std::uint8_t mask_bytes[8] = {};
+      hn::StoreMaskBits(du, fallback, mask_bytes);
+      std::uint64_t bits = 0;
+      std::memcpy(&bits, mask_bytes, sizeof bits);
+      FixLanes(f, saved, fixed, bits, N, first + i, key);
+      y = hn::Load(d, fixed);
+    }
+    const auto z = hn::Mul(y, hn::Set(d, inv[b]));
+    flushed += hn::CountTrue(d, hn::And(hn::Ne(x, zero), hn::Eq(z, zero)));
+    hn::StoreU(z, d, dst);
+  };
+
+  std::size_t b = 0, block_end = seg;
+  for (std::size_t c = 0; c < n; c += kChunk) {
+    const std::size_t len = std::min(kChunk, n - c);
+    const std::uint64_t i0 = first + c;
+    const std::uint32_t* w = words;
+    if constexpr (kRandom) {
+      const std::uint64_t g0 = i0 >> 2, g1 = (i0 + len - 1) >> 2;
+      if (HWY_UNLIKELY(g1 < g0)) {  // the index wraps past 2^64 inside this chunk: one word at a time
+        for (std::size_t i = 0; i < len; ++i) words[i] = random_word(key, i0 + i, 0);
+      } else {
+        PhiloxBlocks(key, 0, g0, static_cast<std::size_t>(g1 - g0 + 1), words);
+        w = words + (i0 & 3);
+      }
+    }
+    std::size_t i = 0;
+    for (; i + N <= len; i += N) {
+      if (c + i >= block_end) {
+        ++b;
+        block_end += seg;
+      }
+      one(in + c + i, out + c + i, w + i, b, c + i);
+    }
+    if (i < len) {
+      if (c + i >= block_end) {
+        ++b;
+        block_end += seg;
+      }
+      const std::size_t rest = len - i;
+      std::fill(tail_in, tail_in + kMaxLanes, 0.0f);
+      std::fill(tail_words, tail_words + kMaxLanes, 0u);
+      std::memcpy(tail_in, in + c + i, rest * sizeof(float));
+      if constexpr (kRandom) std::memcpy(tail_words, w + i, rest * sizeof(std::uint32_t));
+      one(tail_in, tail_out, tail_words, b, c + i);  // padding lanes are zeros: never counted
+      std::memcpy(out + c + i, tail_out, rest * sizeof(float));
+    }
+  }
+  return flushed;
+}
+
+std::uint64_t BlocksF32(const QuantPlan& p, const Format& f, const float* in, float* out, std::size_t n,
+                        std::size_t seg, const float* fwd, const float* inv, std::uint64_t first, const RandomKey& key) {
+#define MPSIM_BLOCK_MODE(m)                                                                              \
+  case RoundMode::m:                                                                                     \
+    if (p.kind == PlanKind::fixed) return BlockRange<RoundMode::m, 1>(p, f, in, out, n, seg, fwd, inv, first, key); \
+    if (p.sat_ieee) return BlockRange<RoundMode::m, 2>(p, f, in, out, n, seg, fwd, inv, first, key);              \
+    return BlockRange<RoundMode::m, 0>(p, f, in, out, n, seg, fwd, inv, first, key);
+  switch (p.rounding.mode) {
+    MPSIM_BLOCK_MODE(rne)
+    MPSIM_BLOCK_MODE(rna)
+    MPSIM_BLOCK_MODE(rz)
+    MPSIM_BLOCK_MODE(ru)
+    MPSIM_BLOCK_MODE(rd)
+    MPSIM_BLOCK_MODE(ro)
+    MPSIM_BLOCK_MODE(sr)
+    MPSIM_BLOCK_MODE(srn)
+    case RoundMode::hyst: break;
+  }
+#undef MPSIM_BLOCK_MODE
+  return 0;
+}
+
+std::size_t LanesF32() { return hn::Lanes(hn::ScalableTag<float>()); }
+
 template <typename T>
 void QuantizeAny(const QuantPlan& p, const Format& f, const T* in, T* out, std::size_t n, std::uint64_t first,
                  const RandomKey& key) {
@@ -568,6 +680,16 @@ HWY_EXPORT(QuantizeF32);
 HWY_EXPORT(QuantizeF64);
 HWY_EXPORT(RandomWords);
 HWY_EXPORT(ThisTarget);
+HWY_EXPORT(BlocksF32);
+HWY_EXPORT(LanesF32);
+
+std::uint64_t simd_quantize_blocks(const QuantPlan& p, const Format& f, const float* in, float* out, std::size_t n,
+                                   std::size_t seg, const float* fwd, const float* inv, std::uint64_t first,
+                                   const RandomKey& key) {
+  return HWY_DYNAMIC_DISPATCH(BlocksF32)(p, f, in, out, n, seg, fwd, inv, first, key);
+}
+
+std::size_t simd_lanes_f32() { return HWY_DYNAMIC_DISPATCH(LanesF32)(); }
 
 void simd_quantize(const QuantPlan& p, const Format& f, const float* in, float* out, std::size_t n,
                    std::uint64_t first, const RandomKey& key) {

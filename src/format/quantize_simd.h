@@ -17,6 +17,16 @@ void simd_quantize(const QuantPlan& p, const Format& f, const float* in, float* 
 void simd_quantize(const QuantPlan& p, const Format& f, const double* in, double* out, std::size_t n,
                    std::uint64_t first, const RandomKey& key);
 
+// Blocks of seg consecutive fp32 elements (seg a multiple of simd_lanes_f32(); the last block
+// may be shorter), in one pass: out[i] = quantize(in[i] * fwd[b], f, first + i, key) * inv[b],
+// b = i / seg, where fwd[b] * in[i] must be exact (block_quantize.cpp checks that). Returns
+// how many nonzero inputs became zero. `f` is the element format at scale 2^0 and p its plan.
+std::uint64_t simd_quantize_blocks(const QuantPlan& p, const Format& f, const float* in, float* out, std::size_t n,
+                                   std::size_t seg, const float* fwd, const float* inv, std::uint64_t first,
+                                   const RandomKey& key);
+// fp32 lanes of the vectors dispatch picks now.
+std::size_t simd_lanes_f32();
+
 // out[i] = random_word(key, first + i, 0).
 void simd_random_words(const RandomKey& key, std::uint64_t first, std::size_t n, std::uint32_t* out);
 
