@@ -51,6 +51,13 @@ struct QuantPlan {
   // the fixed position P - M: no subnormals, no overflow, no specials to consider.
   bool fast = false;
   std::uint64_t fast_lo = 0, fast_hi = 0;  // carrier bit patterns of the magnitudes
+  // rne on the fast path by the carrier's own addition (x + C - C): needs C = 2^(e - M + P) to
+  // be a finite carrier number for every binade e up to the top one (not bf16 in fp32), and
+  // 1 <= M < P.
+  bool rne_add = false;
+  // rne_add below the normal range too (gradual underflow, quantum 2^(emin - M) a normal
+  // carrier number): every lane up to max, zeros and subnormals included.
+  bool rne_add_low = false;
   // Saturating formats with gradual underflow (e4m3fn:sat, e2m1fn, the block formats' elements):
   // every finite magnitude above the largest value becomes it, so the kernel clamps the
   // magnitude bits to fast_hi first and then rounds at a quantum that depends on the binade

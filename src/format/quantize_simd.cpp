@@ -235,6 +235,22 @@ HWY_INLINE hn::Vec<D> FloatVector(D d, const QuantPlan& p, hn::Vec<D> x, const s
   const Split<D> s = SplitInput(d, x);
   const auto neg = hn::Ne(s.sign, hn::Zero(du));
 
+  if constexpr (MODE == RoundMode::rne) {
+    if (p.rne_add_low) {
+      // Gradual underflow: every magnitude up to max rounds at the quantum 2^(max(e, emin) - M)
+      // of its binade, so the carrier's addition (see below) serves subnormal lanes too.
+      const auto ui = hn::BitCast(di, s.u);
+      if (hn::AllTrue(di, hn::Not(hn::Gt(ui, hn::Set(di, static_cast<TI>(p.fast_hi)))))) {
+        const auto e = hn::ShiftRight<L::P>(s.u);
+        const auto qe = hn::Add(hn::Max(e, hn::Set(du, static_cast<TU>(p.Tn))), hn::Set(du, static_cast<TU>(L::P - p.M)));
+        const auto C = hn::BitCast(d, hn::ShiftLeft<L::P>(qe));
+        const auto mag = hn::BitCast(du, hn::Sub(hn::Add(hn::BitCast(d, s.u), C), C));
+        auto sign = s.sign;
+        if (p.fnuz) sign = hn::IfThenZeroElse(hn::Eq(mag, hn::Zero(du)), sign);
+        return hn::BitCast(d, hn::Or(mag, sign));
+      }
+    }
+  }
   if (p.fast) {
     // Magnitudes below 2^(W-1): signed compares are unsigned ones here.
     const auto ui = hn::BitCast(di, s.u);
@@ -243,6 +259,33 @@ HWY_INLINE hn::Vec<D> FloatVector(D d, const QuantPlan& p, hn::Vec<D> x, const s
                                                             hn::Not(hn::Gt(ui, hn::Set(di, static_cast<TI>(p.fast_hi)))))));
     if (hn::AllTrue(du, in_range)) {
       const int dbits = L::P - p.M;
+      if constexpr (MODE == RoundMode::rne) {
+        if (p.rne_add) {
+          // The carrier's addition rounds to nearest-even: with C = 2^(e - M + P) for a lane of
+          // binade e (quantum 2^(e - M)), |x| + C lies in [2^(e-M+P), 2^(e-M+P+1)), whose ulp is
+          // the quantum; subtracting C is exact. Lanes here are normal and at most max, which
+          // is a value, so nothing rounds past it.
+          const auto e = hn::ShiftRight<L::P>(s.u);
+          const auto C = hn::BitCast(d, hn::ShiftLeft<L::P>(hn::Add(e, hn::Set(du, static_cast<TU>(dbits)))));
+          const auto mag = hn::BitCast(du, hn::Sub(hn::Add(hn::BitCast(d, s.u), C), C));
+          auto sign = s.sign;
+          if (p.fnuz) sign = hn::IfThenZeroElse(hn::Eq(mag, hn::Zero(du)), sign);
+          return hn::BitCast(d, hn::Or(mag, sign));
+        }
+        if (dbits > 0) {
+          // Nearest-even on the bits: adding 2^(dbits-1) - 1 plus the kept part's lowest bit
+          // carries into bit dbits exactly when the discarded part is above one half, or equal
+          // to it with an odd kept part; then the discarded bits are cleared. Lanes here are
+          // normal and at most max, which is a value, so nothing rounds past it.
+          const auto mask = hn::Set(du, static_cast<TU>((TU{1} << dbits) - 1));
+          const auto odd_bit = hn::And(hn::ShiftRightSame(s.u, dbits), one);
+          const auto bias = hn::Add(hn::Set(du, static_cast<TU>((TU{1} << (dbits - 1)) - 1)), odd_bit);
+          const auto mag = hn::AndNot(mask, hn::Add(s.u, bias));
+          auto sign = s.sign;
+          if (p.fnuz) sign = hn::IfThenZeroElse(hn::Eq(mag, hn::Zero(du)), sign);
+          return hn::BitCast(d, hn::Or(mag, sign));
+        }
+      }
       const auto mask = hn::Set(du, static_cast<TU>((TU{1} << dbits) - 1));
       const auto rem = hn::And(s.u, mask);
       const auto lo = hn::AndNot(mask, s.u);
@@ -359,6 +402,21 @@ HWY_INLINE hn::Vec<D> SatVector(D d, const QuantPlan& p, hn::Vec<D> x, const std
   const auto inf_bits = hn::Set(du, L::kInfBits);
   const auto nan = hn::Gt(u0, inf_bits);
   const auto u = hn::Min(u0, hn::Set(du, static_cast<TU>(p.fast_hi)));
+  if (MODE == RoundMode::rne && p.rne_add) {
+    // Round to nearest-even is what the carrier's own addition does: with C = 2^(q + P) for the
+    // lane's quantum 2^q, |x| + C lies in [2^(q+P), 2^(q+P+1)), whose ulp is 2^q, so the sum is
+    // |x| rounded to a multiple of 2^q, ties to an even multiple (C is an even one); subtracting
+    // C is exact. The lane's quantum is 2^(max(e, emin) - M); |x| <= max < 2^(q+P) as M < P.
+    const auto e = hn::ShiftRight<L::P>(u);
+    const auto qe = hn::Sub(hn::Max(e, hn::Set(du, static_cast<TU>(p.Tn))), hn::Set(du, static_cast<TU>(p.M)));
+    const auto C = hn::BitCast(d, hn::ShiftLeft<L::P>(hn::Add(qe, hn::Set(du, static_cast<TU>(L::P)))));
+    const auto r = hn::Sub(hn::Add(hn::BitCast(d, u), C), C);
+    const auto result = hn::BitCast(d, hn::Or(hn::BitCast(du, r), sign));
+    (void)w;
+    (void)fallback;
+    (void)neg;
+    return hn::IfThenElse(hn::RebindMask(d, nan), hn::Set(d, std::numeric_limits<hn::TFromD<D>>::quiet_NaN()), result);
+  }
   hn::Vec<hn::RebindToUnsigned<D>> w0 = hn::Zero(du);
   if constexpr (MODE == RoundMode::sr || MODE == RoundMode::srn) w0 = LoadWords(d, w);
   const auto none = hn::Ne(one, one);
