@@ -195,7 +195,7 @@ template <typename T>
 struct Scratch {
   std::vector<typename Bits<T>::U> amax, minnz;
   std::vector<BlockPlan> blocks;
-  bool any_clip = false;     // some block of the band may clip
+  std::vector<std::size_t> clip_blocks;  // blocks of the band whose maximum exceeds their limit
   bool any_special = false;  // some block is NaN or goes through the reference
   std::vector<float> y32, fwd32, inv32;
   std::vector<double> y64, fwd64, inv64;
@@ -259,6 +259,14 @@ struct Context {
         const std::size_t k0 = g.shared ? 0 : j * g.per_row;
         scan_cols(x + j * g.width, g.width, s.amax.data() + k0, s.minnz.data() + k0);
       }
+    } else if (std::is_same_v<T, float> && fused && !g.shared) {
+      // Rows of whole-vector blocks: one SIMD call per row.
+      for (std::size_t j = 0; j < rows; ++j) {
+        const std::size_t k0 = j * g.per_row;
+        detail::simd_block_scan(reinterpret_cast<const float*>(x + j * g.width), g.width, g.seg,
+                                reinterpret_cast<std::uint32_t*>(s.amax.data() + k0),
+                                reinterpret_cast<std::uint32_t*>(s.minnz.data() + k0));
+      }
     } else {
       for_runs(g, rows, [&](std::size_t j, std::size_t c0, std::size_t c1, std::size_t k) {
         scan_run(x + j * g.width + c0, c1 - c0, s.amax[k], s.minnz[k]);
@@ -268,11 +276,12 @@ struct Context {
     // Scale decisions, and which type can hold the scaled values exactly.
     s.blocks.resize(nb);
     bool use32 = std::is_same_v<T, float> && plan32.kind != detail::PlanKind::scalar;
-    s.any_clip = s.any_special = false;
+    s.any_special = false;
+    s.clip_blocks.clear();
+    st.blocks += nb;
     for (std::size_t k = 0; k < nb; ++k) {
       BlockPlan& bp = s.blocks[k];
       bp = BlockPlan{};
-      ++st.blocks;
       if (s.amax[k] >= Bits<T>::kInf) {
         bp.nan = true;
         s.any_special = true;
@@ -290,7 +299,7 @@ struct Context {
       if (r.clamped) ++st.scale_clamped;
       bp.limit = rule.max_elem * pow2d(r.X);  // |X| <= 511: exact
       bp.may_clip = static_cast<double>(from_bits<T>(s.amax[k])) > bp.limit;
-      s.any_clip = s.any_clip || bp.may_clip;
+      if (bp.may_clip) s.clip_blocks.push_back(k);
       const int lo = floor_log2<T>(static_cast<U>(s.minnz[k] + 1)) - r.X;
       if (lo < -126 || r.X < -126 || r.X > 126) use32 = false;
       if constexpr (std::is_same_v<T, double>) {
@@ -310,6 +319,22 @@ struct Context {
     (void)start;
   }
 
+  // Elements of block k (of the band at x) whose magnitude exceeds limit.
+  std::uint64_t count_clipped(const T* x, std::size_t rows, std::size_t k, double limit) const {
+    std::uint64_t n = 0;
+    const auto count = [&](const T* p, std::size_t len) {
+      for (std::size_t c = 0; c < len; ++c) n += std::fabs(static_cast<double>(p[c])) > limit;
+    };
+    if (g.shared) {
+      const std::size_t c0 = k * g.seg, c1 = std::min(g.width, c0 + g.seg);
+      for (std::size_t j = 0; j < rows; ++j) count(x + j * g.width + c0, c1 - c0);
+    } else {
+      const std::size_t j = k / g.per_row, c0 = (k % g.per_row) * g.seg;
+      count(x + j * g.width + c0, std::min(g.width, c0 + g.seg) - c0);
+    }
+    return n;
+  }
+
   template <typename V>
   void scale_and_round(std::vector<V>& y, std::vector<V>& fwd, std::vector<V>& inv, const QuantPlan& p, std::size_t b,
                        const T* x, T* z, std::size_t n, std::size_t rows, Scratch<T>& s, BlockStats& st) const {
@@ -324,13 +349,7 @@ struct Context {
       inv[k] = (bp.nan || bp.reference) ? V(1) : pow2<V>(bp.X);
     }
     // Clipped elements, counted before anything is written (in place, x is the output).
-    std::uint64_t clipped = 0;
-    if (s.any_clip) for_runs(g, rows, [&](std::size_t j, std::size_t c0, std::size_t c1, std::size_t k) {
-      const BlockPlan& bp = s.blocks[k];
-      if (!bp.may_clip || bp.nan) return;
-      for (std::size_t c = c0; c < c1; ++c) clipped += std::fabs(static_cast<double>(x[j * g.width + c])) > bp.limit;
-    });
-    st.clipped += clipped;
+    for (const std::size_t k : s.clip_blocks) st.clipped += count_clipped(x, rows, k, s.blocks[k].limit);
     const std::uint64_t first = o.first_index + g.row_begin(b) * g.width;
     if constexpr (std::is_same_v<T, float> && std::is_same_v<V, float>) {
       // Runs of whole vectors per block: scale, round and scale back in one SIMD pass, row by row.

@@ -693,6 +693,37 @@ std::uint64_t BlocksF32(const QuantPlan& p, const Format& f, const float* in, fl
 
 std::size_t LanesF32() { return hn::Lanes(hn::ScalableTag<float>()); }
 
+// For consecutive blocks of seg fp32 elements (seg a multiple of the vector length; the last
+// block may be shorter): the largest magnitude bits of each block and the smallest of
+// (magnitude bits - 1), which skips zeros by wrapping them to the largest value.
+void BlockScanF32(const float* x, std::size_t n, std::size_t seg, std::uint32_t* amax, std::uint32_t* minnz) {
+  const hn::ScalableTag<std::uint32_t> du;
+  const std::size_t N = hn::Lanes(du);
+  const auto abs_mask = hn::Set(du, 0x7FFFFFFFu);
+  const auto one = hn::Set(du, 1u);
+  const auto* xb = reinterpret_cast<const std::uint32_t*>(x);
+  std::size_t k = 0;
+  for (std::size_t b0 = 0; b0 < n; b0 += seg, ++k) {
+    const std::size_t len = std::min(seg, n - b0);
+    auto vmax = hn::Zero(du);
+    auto vmin = hn::Set(du, 0xFFFFFFFFu);
+    std::size_t i = 0;
+    for (; i + N <= len; i += N) {
+      const auto u = hn::And(hn::LoadU(du, xb + b0 + i), abs_mask);
+      vmax = hn::Max(vmax, u);
+      vmin = hn::Min(vmin, hn::Sub(u, one));
+    }
+    std::uint32_t am = hn::GetLane(hn::MaxOfLanes(du, vmax)), mn = hn::GetLane(hn::MinOfLanes(du, vmin));
+    for (; i < len; ++i) {
+      const std::uint32_t u = xb[b0 + i] & 0x7FFFFFFFu;
+      am = std::max(am, u);
+      mn = std::min(mn, u - 1u);
+    }
+    amax[k] = am;
+    minnz[k] = mn;
+  }
+}
+
 template <typename T>
 void QuantizeAny(const QuantPlan& p, const Format& f, const T* in, T* out, std::size_t n, std::uint64_t first,
                  const RandomKey& key) {
@@ -740,6 +771,11 @@ HWY_EXPORT(RandomWords);
 HWY_EXPORT(ThisTarget);
 HWY_EXPORT(BlocksF32);
 HWY_EXPORT(LanesF32);
+HWY_EXPORT(BlockScanF32);
+
+void simd_block_scan(const float* x, std::size_t n, std::size_t seg, std::uint32_t* amax, std::uint32_t* minnz) {
+  HWY_DYNAMIC_DISPATCH(BlockScanF32)(x, n, seg, amax, minnz);
+}
 
 std::uint64_t simd_quantize_blocks(const QuantPlan& p, const Format& f, const float* in, float* out, std::size_t n,
                                    std::size_t seg, const float* fwd, const float* inv, std::uint64_t first,

@@ -24,6 +24,9 @@ void simd_quantize(const QuantPlan& p, const Format& f, const double* in, double
 std::uint64_t simd_quantize_blocks(const QuantPlan& p, const Format& f, const float* in, float* out, std::size_t n,
                                    std::size_t seg, const float* fwd, const float* inv, std::uint64_t first,
                                    const RandomKey& key);
+// For consecutive blocks of seg fp32 elements (the last may be shorter): amax[k] = the largest
+// magnitude bits, minnz[k] = the smallest (magnitude bits - 1) (zeros wrap to the largest).
+void simd_block_scan(const float* x, std::size_t n, std::size_t seg, std::uint32_t* amax, std::uint32_t* minnz);
 // fp32 lanes of the vectors dispatch picks now.
 std::size_t simd_lanes_f32();
 
