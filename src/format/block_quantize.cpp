@@ -195,7 +195,6 @@ template <typename T>
 struct Scratch {
   std::vector<typename Bits<T>::U> amax, minnz;
   std::vector<BlockPlan> blocks;
-  std::vector<std::size_t> clip_blocks;  // blocks of the band whose maximum exceeds their limit
   bool any_special = false;  // some block is NaN or goes through the reference
   std::vector<float> y32, fwd32, inv32;
   std::vector<double> y64, fwd64, inv64;
@@ -219,6 +218,7 @@ struct Context {
   const Format elem;        // element format at scale 2^0
   QuantPlan plan32, plan64;
   bool fused = false;  // fp32 blocks of whole vectors: the one-pass SIMD kernel
+  float max_elem32 = 0;
   ScaleRuleParams rule;
   BandGrid g;
   const BlockQuantizeOptions& o;
@@ -228,6 +228,7 @@ struct Context {
     if constexpr (std::is_same_v<T, float>) plan32 = detail::make_plan(elem, Carrier::fp32);
     plan64 = detail::make_plan(elem, Carrier::fp64);
     fused = plan32.kind != detail::PlanKind::scalar && g.seg % detail::simd_lanes_f32() == 0;
+    max_elem32 = static_cast<float>(rule.max_elem);  // an element value: exact in fp32
   }
 
   // Rounds n scaled values in place: the SIMD kernel, or the scalar reference where the format
@@ -252,14 +253,20 @@ struct Context {
 
     // Pass 1: largest and smallest nonzero magnitude (as bits) of every block. x - 1 wraps 0
     // to the largest value, so the min of (bits - 1) skips zeros.
-    s.amax.assign(nb, 0);
-    s.minnz.assign(nb, std::numeric_limits<U>::max());
+    const bool simd_scan = std::is_same_v<T, float> && fused && !g.shared && g.seg > 1;
+    if (simd_scan) {
+      s.amax.resize(nb);  // every entry is written by the scan
+      s.minnz.resize(nb);
+    } else {
+      s.amax.assign(nb, 0);
+      s.minnz.assign(nb, std::numeric_limits<U>::max());
+    }
     if (g.seg == 1) {
       for (std::size_t j = 0; j < rows; ++j) {
         const std::size_t k0 = g.shared ? 0 : j * g.per_row;
         scan_cols(x + j * g.width, g.width, s.amax.data() + k0, s.minnz.data() + k0);
       }
-    } else if (std::is_same_v<T, float> && fused && !g.shared) {
+    } else if (simd_scan) {
       // Rows of whole-vector blocks: one SIMD call per row.
       for (std::size_t j = 0; j < rows; ++j) {
         const std::size_t k0 = j * g.per_row;
@@ -275,23 +282,34 @@ struct Context {
 
     // Scale decisions, and which type can hold the scaled values exactly.
     s.blocks.resize(nb);
+    s.fwd32.resize(nb);
+    s.inv32.resize(nb);
+    s.fwd64.resize(nb);
+    s.inv64.resize(nb);
     bool use32 = std::is_same_v<T, float> && plan32.kind != detail::PlanKind::scalar;
     s.any_special = false;
-    s.clip_blocks.clear();
     st.blocks += nb;
     for (std::size_t k = 0; k < nb; ++k) {
       BlockPlan& bp = s.blocks[k];
       bp = BlockPlan{};
+      // The factors 2^-X and 2^X (fp32 ones valid when |X| <= 126, checked below). A NaN block
+      // scales to NaN, so its elements round to NaN; reference blocks are filled separately.
       if (s.amax[k] >= Bits<T>::kInf) {
         bp.nan = true;
         s.any_special = true;
         ++st.nan_blocks;
+        s.fwd32[k] = std::numeric_limits<float>::quiet_NaN();
+        s.fwd64[k] = std::numeric_limits<double>::quiet_NaN();
+        s.inv32[k] = 1.0f;
+        s.inv64[k] = 1.0;
         continue;
       }
       if (s.amax[k] == 0) {
         ++st.zero_blocks;
         bp.X = 0;  // zeros stay zeros at any scale; the scale code reported is 0 (X = scale_min)
         bp.limit = std::numeric_limits<double>::infinity();
+        s.fwd32[k] = s.inv32[k] = 1.0f;
+        s.fwd64[k] = s.inv64[k] = 1.0;
         continue;
       }
       const auto r = rule.exponent(static_cast<double>(from_bits<T>(s.amax[k])), floor_log2<T>(s.amax[k]));
@@ -299,13 +317,18 @@ struct Context {
       if (r.clamped) ++st.scale_clamped;
       bp.limit = rule.max_elem * pow2d(r.X);  // |X| <= 511: exact
       bp.may_clip = static_cast<double>(from_bits<T>(s.amax[k])) > bp.limit;
-      if (bp.may_clip) s.clip_blocks.push_back(k);
       const int lo = floor_log2<T>(static_cast<U>(s.minnz[k] + 1)) - r.X;
       if (lo < -126 || r.X < -126 || r.X > 126) use32 = false;
       if constexpr (std::is_same_v<T, double>) {
         bp.reference = lo < -1022;
         s.any_special = s.any_special || bp.reference;
       }
+      if (std::is_same_v<T, float> && r.X >= -126 && r.X <= 126) {
+        s.fwd32[k] = pow2f(-r.X);
+        s.inv32[k] = pow2f(r.X);
+      }
+      s.fwd64[k] = bp.reference ? 0.0 : pow2d(-r.X);
+      s.inv64[k] = bp.reference ? 1.0 : pow2d(r.X);
     }
 
     // Pass 2: scale, round the whole band, and pass 3: scale back (with the statistics).
@@ -338,29 +361,27 @@ struct Context {
   template <typename V>
   void scale_and_round(std::vector<V>& y, std::vector<V>& fwd, std::vector<V>& inv, const QuantPlan& p, std::size_t b,
                        const T* x, T* z, std::size_t n, std::size_t rows, Scratch<T>& s, BlockStats& st) const {
-    const std::size_t nb = s.blocks.size();
-    fwd.resize(nb);
-    inv.resize(nb);
-    for (std::size_t k = 0; k < nb; ++k) {
-      const BlockPlan& bp = s.blocks[k];
-      // The chosen type holds 2^-X and 2^X as normal numbers (checked when choosing it). A NaN
-      // block scales to NaN, so its elements round to NaN; reference blocks are filled below.
-      fwd[k] = bp.nan ? std::numeric_limits<V>::quiet_NaN() : (bp.reference ? V(0) : pow2<V>(-bp.X));
-      inv[k] = (bp.nan || bp.reference) ? V(1) : pow2<V>(bp.X);
-    }
+    // fwd and inv, 2^-X and 2^X of every block in the type V, were set with the decisions.
     // Clipped elements, counted before anything is written (in place, x is the output).
-    for (const std::size_t k : s.clip_blocks) st.clipped += count_clipped(x, rows, k, s.blocks[k].limit);
     const std::uint64_t first = o.first_index + g.row_begin(b) * g.width;
     if constexpr (std::is_same_v<T, float> && std::is_same_v<V, float>) {
-      // Runs of whole vectors per block: scale, round and scale back in one SIMD pass, row by row.
+      // Runs of whole vectors per block: scale, round and scale back in one SIMD pass, row by
+      // row; the pass also counts clipped elements (scaled magnitude above the largest element:
+      // exact, as the scaling is).
       if (fused && g.seg > 1) {
         for (std::size_t j = 0; j < rows; ++j) {
           const std::size_t k0 = g.shared ? 0 : j * g.per_row, e = j * g.width;
-          st.flushed += detail::simd_quantize_blocks(p, elem, x + e, z + e, g.width, g.seg, fwd.data() + k0, inv.data() + k0,
-                                                     first + e, o.key);
+          const auto c = detail::simd_quantize_blocks(p, elem, x + e, z + e, g.width, g.seg, fwd.data() + k0, inv.data() + k0,
+                                                      max_elem32, first + e, o.key);
+          st.clipped += c.clipped;
+          st.flushed += c.flushed;
         }
         return;
       }
+    }
+    // Clipped elements, counted before anything is written (in place, x is the output).
+    for (std::size_t k = 0; k < s.blocks.size(); ++k) {
+      if (s.blocks[k].may_clip) st.clipped += count_clipped(x, rows, k, s.blocks[k].limit);
     }
     y.resize(n);
     if (g.seg == 1) {

@@ -588,11 +588,11 @@ HWY_INLINE void QuantizeRange(const QuantPlan& plan, const Format& f, const T* i
 // for b = i / seg, where fwd and inv are 2^-X and 2^X of the block (NaN and 1 for a NaN block).
 // The same per-lane kernels as QuantizeRange round the scaled values, with the random words of
 // positions first + i; lanes they cannot decide go to the reference on the scaled value.
-// Returns how many nonzero inputs became zero.
+// Counts the scaled inputs above max_elem (clipped) and the nonzero inputs that became zero.
 template <RoundMode MODE, int kKind>
-HWY_INLINE std::uint64_t BlockRange(const QuantPlan& plan, const Format& f, const float* in, float* out,
-                                    std::size_t n, std::size_t seg, const float* fwd, const float* inv,
-                                    std::uint64_t first, const RandomKey& key) {
+HWY_INLINE BlockCounts BlockRange(const QuantPlan& plan, const Format& f, const float* in, float* out,
+                                  std::size_t n, std::size_t seg, const float* fwd, const float* inv, float max_elem,
+                                  std::uint64_t first, const RandomKey& key) {
   const QuantPlan p = plan;
   const hn::ScalableTag<float> d;
   const hn::RebindToUnsigned<decltype(d)> du;
@@ -604,12 +604,15 @@ HWY_INLINE std::uint64_t BlockRange(const QuantPlan& plan, const Format& f, cons
   alignas(64) float saved[kMaxLanes], fixed[kMaxLanes], tail_in[kMaxLanes], tail_out[kMaxLanes];
   alignas(64) std::uint32_t tail_words[kMaxLanes];
   const auto zero = hn::Zero(d);
-  std::uint64_t flushed = 0;
+  const auto vmax_elem = hn::Set(d, max_elem);
+  // Per-lane counts (a true mask is all ones: subtracting it adds one), summed at the end.
+  auto vclipped = hn::Zero(du), vflushed = hn::Zero(du);
 
   // One vector of block b at position i (its data at src, its words at w), into dst.
   const auto one = [&](const float* src, float* dst, const std::uint32_t* w, std::size_t b, std::size_t i) {
     const auto x = hn::LoadU(d, src);
     const auto xs = hn::Mul(x, hn::Set(d, fwd[b]));
+    vclipped = hn::Sub(vclipped, hn::VecFromMask(du, hn::RebindMask(du, hn::Gt(hn::Abs(xs), vmax_elem))));  // not NaN lanes
     auto fallback = hn::Ne(hn::Zero(du), hn::Zero(du));
     hn::Vec<decltype(d)> y;
     if constexpr (kKind == 1) y = FixedVector<MODE>(d, p, xs, w, fallback);
@@ -626,7 +629,7 @@ HWY_INLINE std::uint64_t BlockRange(const QuantPlan& plan, const Format& f, cons
       y = hn::Load(d, fixed);
     }
     const auto z = hn::Mul(y, hn::Set(d, inv[b]));
-    flushed += hn::CountTrue(d, hn::And(hn::Ne(x, zero), hn::Eq(z, zero)));
+    vflushed = hn::Sub(vflushed, hn::VecFromMask(du, hn::RebindMask(du, hn::And(hn::Ne(x, zero), hn::Eq(z, zero)))));
     hn::StoreU(z, d, dst);
   };
 
@@ -666,16 +669,25 @@ HWY_INLINE std::uint64_t BlockRange(const QuantPlan& plan, const Format& f, cons
       std::memcpy(out + c + i, tail_out, rest * sizeof(float));
     }
   }
-  return flushed;
+  // Lane sums in 64 bits (a lane counts at most n / lanes, far below 2^32).
+  alignas(64) std::uint32_t lanes_c[kMaxLanes] = {}, lanes_f[kMaxLanes] = {};
+  hn::Store(vclipped, du, lanes_c);
+  hn::Store(vflushed, du, lanes_f);
+  BlockCounts counts;
+  for (std::size_t j = 0; j < N; ++j) {
+    counts.clipped += lanes_c[j];
+    counts.flushed += lanes_f[j];
+  }
+  return counts;
 }
 
-std::uint64_t BlocksF32(const QuantPlan& p, const Format& f, const float* in, float* out, std::size_t n,
-                        std::size_t seg, const float* fwd, const float* inv, std::uint64_t first, const RandomKey& key) {
+BlockCounts BlocksF32(const QuantPlan& p, const Format& f, const float* in, float* out, std::size_t n, std::size_t seg,
+                      const float* fwd, const float* inv, float max_elem, std::uint64_t first, const RandomKey& key) {
 #define MPSIM_BLOCK_MODE(m)                                                                              \
   case RoundMode::m:                                                                                     \
-    if (p.kind == PlanKind::fixed) return BlockRange<RoundMode::m, 1>(p, f, in, out, n, seg, fwd, inv, first, key); \
-    if (p.sat_ieee) return BlockRange<RoundMode::m, 2>(p, f, in, out, n, seg, fwd, inv, first, key);              \
-    return BlockRange<RoundMode::m, 0>(p, f, in, out, n, seg, fwd, inv, first, key);
+    if (p.kind == PlanKind::fixed) return BlockRange<RoundMode::m, 1>(p, f, in, out, n, seg, fwd, inv, max_elem, first, key); \
+    if (p.sat_ieee) return BlockRange<RoundMode::m, 2>(p, f, in, out, n, seg, fwd, inv, max_elem, first, key);              \
+    return BlockRange<RoundMode::m, 0>(p, f, in, out, n, seg, fwd, inv, max_elem, first, key);
   switch (p.rounding.mode) {
     MPSIM_BLOCK_MODE(rne)
     MPSIM_BLOCK_MODE(rna)
@@ -688,7 +700,7 @@ std::uint64_t BlocksF32(const QuantPlan& p, const Format& f, const float* in, fl
     case RoundMode::hyst: break;
   }
 #undef MPSIM_BLOCK_MODE
-  return 0;
+  return {};
 }
 
 std::size_t LanesF32() { return hn::Lanes(hn::ScalableTag<float>()); }
@@ -777,10 +789,10 @@ void simd_block_scan(const float* x, std::size_t n, std::size_t seg, std::uint32
   HWY_DYNAMIC_DISPATCH(BlockScanF32)(x, n, seg, amax, minnz);
 }
 
-std::uint64_t simd_quantize_blocks(const QuantPlan& p, const Format& f, const float* in, float* out, std::size_t n,
-                                   std::size_t seg, const float* fwd, const float* inv, std::uint64_t first,
-                                   const RandomKey& key) {
-  return HWY_DYNAMIC_DISPATCH(BlocksF32)(p, f, in, out, n, seg, fwd, inv, first, key);
+BlockCounts simd_quantize_blocks(const QuantPlan& p, const Format& f, const float* in, float* out, std::size_t n,
+                                 std::size_t seg, const float* fwd, const float* inv, float max_elem, std::uint64_t first,
+                                 const RandomKey& key) {
+  return HWY_DYNAMIC_DISPATCH(BlocksF32)(p, f, in, out, n, seg, fwd, inv, max_elem, first, key);
 }
 
 std::size_t simd_lanes_f32() { return HWY_DYNAMIC_DISPATCH(LanesF32)(); }

@@ -19,11 +19,15 @@ void simd_quantize(const QuantPlan& p, const Format& f, const double* in, double
 
 // Blocks of seg consecutive fp32 elements (seg a multiple of simd_lanes_f32(); the last block
 // may be shorter), in one pass: out[i] = quantize(in[i] * fwd[b], f, first + i, key) * inv[b],
-// b = i / seg, where fwd[b] * in[i] must be exact (block_quantize.cpp checks that). Returns
-// how many nonzero inputs became zero. `f` is the element format at scale 2^0 and p its plan.
-std::uint64_t simd_quantize_blocks(const QuantPlan& p, const Format& f, const float* in, float* out, std::size_t n,
-                                   std::size_t seg, const float* fwd, const float* inv, std::uint64_t first,
-                                   const RandomKey& key);
+// b = i / seg, where fwd[b] * in[i] must be exact (block_quantize.cpp checks that). Counts
+// the elements whose scaled magnitude exceeds max_elem (clipped) and the nonzero inputs that
+// became zero. `f` is the element format at scale 2^0 and p its plan.
+struct BlockCounts {
+  std::uint64_t clipped = 0, flushed = 0;
+};
+BlockCounts simd_quantize_blocks(const QuantPlan& p, const Format& f, const float* in, float* out, std::size_t n,
+                                 std::size_t seg, const float* fwd, const float* inv, float max_elem, std::uint64_t first,
+                                 const RandomKey& key);
 // For consecutive blocks of seg fp32 elements (the last may be shorter): amax[k] = the largest
 // magnitude bits, minnz[k] = the smallest (magnitude bits - 1) (zeros wrap to the largest).
 void simd_block_scan(const float* x, std::size_t n, std::size_t seg, std::uint32_t* amax, std::uint32_t* minnz);
