@@ -27,6 +27,7 @@ Runner add_format_command(CLI::App& app);
 Runner add_quantize_command(CLI::App& app);
 Runner add_demo_command(CLI::App& app);
 Runner add_bench_command(CLI::App& app);
+Runner add_gemm_command(CLI::App& app);
 
 // The numbers of `mpsim quantize`: each of `values`, then FILE's lines (one number per line,
 // blank lines and '#' comments skipped), as (text, fp64 value). Throws UsageError naming the

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   add(&add_format_command, "format");
   add(&add_quantize_command, "quantize");
   add(&add_demo_command, "demo");
+  add(&add_gemm_command, "gemm");
   add(&add_bench_command, "bench");
   try {
     app.parse(argc, argv);

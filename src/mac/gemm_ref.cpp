@@ -3,6 +3,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "gemm_shape.h"
 #include "mpsim/mac.h"
 
 namespace mpsim {
@@ -11,7 +12,21 @@ void gemm_ref(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std:
               std::size_t lda, const double* B, std::size_t ldb, double* C, std::size_t ldc, BiasView bias,
               const MacRandom& rnd) {
   spec.validate();
-  // Shapes first, before any work (the random-bit layout needs m n <= 2^32 and k < 2^28).
+  detail::check_gemm_shape(op, m, n, k, lda, ldb, ldc);
+  const detail::GemmOperands<double> ops{op, A, lda, B, ldb};
+  const auto sd = [](std::size_t v) { return static_cast<std::ptrdiff_t>(v); };
+  for (std::size_t i = 0; i < m; ++i) {
+    for (std::size_t j = 0; j < n; ++j) {
+      const double b0 = bias.data ? bias.data[sd(i) * bias.row_stride + sd(j) * bias.col_stride] : 0.0;
+      C[i * ldc + j] = dot_ref(spec, k, ops.a_row(i), ops.a_step(), ops.b_col(j), ops.b_step(), b0, rnd, i * n + j).value;
+    }
+  }
+}
+
+namespace detail {
+
+void check_gemm_shape(GemmOp op, std::size_t m, std::size_t n, std::size_t k, std::size_t lda, std::size_t ldb,
+                      std::size_t ldc) {
   const std::size_t a_cols = op == GemmOp::tn ? m : k;
   const std::size_t b_cols = op == GemmOp::nt ? k : n;
   if (lda < a_cols) throw std::invalid_argument("gemm: lda " + std::to_string(lda) + " is smaller than A's " + std::to_string(a_cols) + " columns");
@@ -19,18 +34,8 @@ void gemm_ref(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std:
   if (ldc < n) throw std::invalid_argument("gemm: ldc " + std::to_string(ldc) + " is smaller than C's " + std::to_string(n) + " columns");
   if (m != 0 && n > (std::uint64_t{1} << 32) / m) throw std::invalid_argument("gemm: m * n exceeds 2^32 outputs");
   if (k >= (std::uint64_t{1} << 28)) throw std::invalid_argument("gemm: k must be below 2^28");
-  const auto sd = [](std::size_t v) { return static_cast<std::ptrdiff_t>(v); };
-  for (std::size_t i = 0; i < m; ++i) {
-    for (std::size_t j = 0; j < n; ++j) {
-      // Row i of op(A) and column j of op(B), as (pointer, stride) along p.
-      const double* pa = op == GemmOp::tn ? A + i : A + i * lda;
-      const std::ptrdiff_t ia = op == GemmOp::tn ? sd(lda) : 1;
-      const double* pb = op == GemmOp::nt ? B + j * ldb : B + j;
-      const std::ptrdiff_t ib = op == GemmOp::nt ? 1 : sd(ldb);
-      const double b0 = bias.data ? bias.data[sd(i) * bias.row_stride + sd(j) * bias.col_stride] : 0.0;
-      C[i * ldc + j] = dot_ref(spec, k, pa, ia, pb, ib, b0, rnd, i * n + j).value;
-    }
-  }
 }
+
+}  // namespace detail
 
 }  // namespace mpsim

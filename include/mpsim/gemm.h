@@ -1,0 +1,30 @@
+// The GEMM entry point of the MAC engine: C = bias + op(A) op(B) under a MAC spec, for the three
+// GEMMs of training (include/mpsim/mac.h: GemmOp), bit-identical to the reference gemm_ref
+// whatever the thread count. Threads split the outputs, never a reduction (DESIGN.md
+// principle 3). docs/mac.md describes the semantics.
+#pragma once
+
+#include <cstddef>
+
+#include "mpsim/mac.h"
+
+namespace mpsim {
+
+struct GemmOptions {
+  BiasView bias;       // the accumulator's starting value per output (none: +0)
+  MacRandom random;    // the key of stochastic roundings (seed, GEMM id)
+  int threads = 0;     // 0: OpenMP's default
+};
+
+// Row-major operands as in gemm_ref. Throws MacSpecError for an invalid spec and
+// std::invalid_argument for bad shapes, before any work starts.
+void gemm(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::size_t k, const double* A, std::size_t lda,
+          const double* B, std::size_t ldb, double* C, std::size_t ldc, const GemmOptions& options = {});
+
+// fp32 operands and results. Inputs are exact in fp64; each result is the double result of the
+// overload above converted to fp32 (exact when the accumulator, or out=, fits fp32; rounded to
+// nearest otherwise, e.g. acc=exact or acc=fp64).
+void gemm(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::size_t k, const float* A, std::size_t lda,
+          const float* B, std::size_t ldb, float* C, std::size_t ldc, const GemmOptions& options = {});
+
+}  // namespace mpsim

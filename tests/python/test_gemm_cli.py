@@ -1,0 +1,81 @@
+"""`mpsim gemm`: results and error statistics through the command line, and bad input.
+
+A hand-computed GEMM from files (including a Q8.13 accumulator that saturates), the JSON report
+of a random run, and exit code 2 with a message naming the problem for malformed MAC specs,
+shapes and files.  Requires the mpsim binary (env MPSIM_BIN, default <repo>/build/mpsim).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MPSIM = os.environ.get("MPSIM_BIN", str(ROOT / "build" / "mpsim"))
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    if not Path(MPSIM).exists():
+        pytest.fail(f"mpsim binary not found at {MPSIM} (build it or set MPSIM_BIN)")
+    return subprocess.run([MPSIM, "gemm", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_random_run_reports_errors(tmp_path):
+    r = run("--mac", "in=e5m2:cfg5 prod=exact acc=e6m5 order=seq", "-m", "8", "-n", "8", "-k", "64", "--json")
+    assert r.returncode == 0, r.stderr
+    j = json.loads(r.stdout)
+    assert j["mac"] == "in=e5m2:cfg5 prod=exact acc=e6m5 order=seq"
+    assert (j["m"], j["n"], j["k"]) == (8, 8, 64)
+    # A 6-bit accumulator loses about 6 bits (SQNR near 6 dB per bit); an fp32 one about 24.
+    assert 15 < j["error"]["sqnr_db"] < 60
+    r32 = run("--mac", "in=e5m2:cfg5 acc=fp32", "-m", "8", "-n", "8", "-k", "64", "--json")
+    assert json.loads(r32.stdout)["error"]["sqnr_db"] > 120
+    # The same seed gives the same report whatever the thread count.
+    r1 = run("--mac", "in=e5m2:cfg5 acc=e6m5", "-m", "8", "-n", "8", "-k", "64", "--json", "--threads", "1")
+    r2 = run("--mac", "in=e5m2:cfg5 acc=e6m5", "-m", "8", "-n", "8", "-k", "64", "--json", "--threads", "2")
+    assert json.loads(r1.stdout)["error"] == json.loads(r2.stdout)["error"]
+
+
+def test_files_and_saturating_fixed_point_accumulator(tmp_path):
+    a = tmp_path / "a.txt"
+    b = tmp_path / "b.txt"
+    a.write_text("1 2 3\n4 5 6  # row 2\n")
+    b.write_text("100 1\n100 1\n100 1\n")
+    # fp32: exact. q8.13 holds up to 128 - 2^-13: 600 and 1500 saturate.
+    r = run("--mac", "in=fp32 acc=fp32", "-m", "2", "-n", "2", "-k", "3", "--a", str(a), "--b", str(b), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["error"]["max_abs"] == 0.0
+    r = run("--mac", "in=fp32 acc=q8.13", "-m", "2", "-n", "2", "-k", "3", "--a", str(a), "--b", str(b), "--json")
+    j = json.loads(r.stdout)
+    assert j["error"]["max_abs"] == pytest.approx(1500 - (128 - 2**-13))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--mac", "in=e5m2 acc=foo"), "acc=foo"),
+        (("--mac", "in=e5m2 order=chunk0"), "chunk0"),
+        (("--mac", "in=e5m2 colour=red"), "colour"),
+        (("--mac", "in=hbfp4/64"), "block-format"),
+        (("--mac", "in=e5m2", "-k", "0"), "positive"),
+        (("--mac", "in=e5m2", "--op", "tt"), "--op"),
+        (("--mac", "in=e5m2", "--a", "x.txt"), "both --a and --b"),
+    ],
+)
+def test_bad_input_exits_2(args, message):
+    r = run(*args)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert message in r.stderr, r.stderr
+
+
+def test_wrong_file_size_exits_2(tmp_path):
+    a = tmp_path / "a.txt"
+    a.write_text("1 2 3\n")
+    r = run("--mac", "in=fp32", "-m", "2", "-n", "2", "-k", "3", "--a", str(a), "--b", str(a))
+    assert r.returncode == 2 and "holds 3 numbers" in r.stderr, r.stderr
+    r = run("--mac", "in=fp32", "-m", "1", "-n", "1", "-k", "3", "--a", str(tmp_path / "missing"), "--b", str(a))
+    assert r.returncode == 1 and "cannot open" in r.stderr, r.stderr
