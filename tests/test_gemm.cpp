@@ -11,6 +11,7 @@
 #include "mpsim/gemm.h"
 #include "mpsim/mac.h"
 #include "mpsim/quantize.h"
+#include "mpsim/quantize_array.h"
 
 namespace mpsim::test {
 namespace {
@@ -67,6 +68,81 @@ TEST(Gemm, EqualsReferenceForEveryOpThreadCountAndBias) {
       for (std::size_t j = 0; j < n; ++j) EXPECT_EQ(Cf[i * (n + 1) + j], static_cast<float>(want[i * n + j])) << text;
       EXPECT_EQ(Cf[i * (n + 1) + n], -1.0f) << "the padding column is not written";
     }
+  }
+}
+
+// Operands with everything the kernels must get right: magnitudes that overflow and underflow
+// small accumulators, exact zeros of both signs, infinities and NaN.
+std::vector<double> hard_operand(std::size_t count, double scale, std::mt19937_64& g, bool specials) {
+  std::normal_distribution<double> d(0.0, scale);
+  std::uniform_int_distribution<int> kind(0, 199);
+  std::vector<double> v(count);
+  for (auto& x : v) {
+    x = d(g);
+    if (!specials) continue;
+    switch (kind(g)) {
+      case 0: x = 0.0; break;
+      case 1: x = -0.0; break;
+      case 2: x = INFINITY; break;
+      case 3: x = -INFINITY; break;
+      case 4: x = NAN; break;
+      case 5: x *= 1e6; break;
+      case 6: x *= 1e-6; break;
+      default: break;
+    }
+  }
+  return v;
+}
+
+struct LevelGuard {
+  explicit LevelGuard(SimdLevel l) { force_simd_level(l); }
+  ~LevelGuard() { reset_simd_level(); }
+};
+
+TEST(Gemm, SimdKernelsEqualTheReference) {
+  const char* specs[] = {"in=e5m2:cfg5 prod=exact acc=e6m5 order=seq", "in=e5m2:cfg5 acc=fp32", "in=e5m2:cfg5 acc=q8.13",
+                         "in=e5m2 acc=e5m5", "in=e5m2 acc=bf16", "in=e4m3 acc=fp16",
+                         "in=fp16 acc=fp32 out=bf16", "in=bf16 acc=q8.13", "in=e5m2 acc=q11.13", "in=int8 acc=int32",
+                         "in=e5m2:cfg5 acc=e6m5 out=e5m2@sr", "a=e4m3 b=e5m2 acc=fp16:sat", "in=e5m2:cfg4 acc=e6m5:cfg4"};
+  std::mt19937_64 g(2024);
+  std::uniform_int_distribution<std::size_t> dim(1, 40), kdim(1, 200);
+  for (const char* text : specs) {
+    const MacSpec spec = MacSpec::parse(text);
+    ASSERT_TRUE(gemm_is_vectorized(spec)) << text;
+    for (int rep = 0; rep < 6; ++rep) {
+      const std::size_t m = dim(g), n = dim(g) * (rep % 2 ? 3 : 1), k = kdim(g);
+      const double scale = rep == 2 ? 300.0 : (rep == 3 ? 1e-4 : 1.0);
+      const auto A = hard_operand(m * k, scale, g, rep >= 4), B = hard_operand(k * n, scale, g, rep >= 4);
+      const auto bias = hard_operand(m, 1.0, g, false);
+      GemmOptions o;
+      o.bias = {bias.data(), 1, 0};
+      o.random = {7, static_cast<std::uint32_t>(rep)};
+      std::vector<double> want(m * n);
+      gemm_ref(spec, GemmOp::nn, m, n, k, A.data(), k, B.data(), n, want.data(), n, o.bias, o.random);
+      for (SimdLevel level : available_simd_levels()) {
+        LevelGuard guard(level);
+        for (int threads : {1, 2}) {
+          o.threads = threads;
+          std::vector<double> got(m * n);
+          gemm(spec, GemmOp::nn, m, n, k, A.data(), k, B.data(), n, got.data(), n, o);
+          std::size_t bad = 0;
+          for (std::size_t i = 0; i < m * n; ++i) {
+            if (!same_bits(got[i], want[i]) && !(std::isnan(got[i]) && std::isnan(want[i])) && bad++ < 3) {
+              ADD_FAILURE() << text << " " << m << "x" << n << "x" << k << " scale " << scale << " level "
+                            << to_string(level) << " threads " << threads << ": output " << i << " got " << got[i]
+                            << " want " << want[i];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Gemm, SpecsOutsideTheKernelsRunThroughTheReference) {
+  for (const char* text : {"in=fp32 acc=fp32", "in=bf16 acc=fp32", "in=e4m3fn acc=e6m5", "in=e5m2 acc=e6m5@sr", "in=e5m2 acc=e6m5 order=chunk8",
+                           "in=e5m2 prod=e6m5 acc=e6m5", "in=e5m2 acc=exact", "in=e5m2:cfg2 acc=e6m5", "in=e5m2 acc=q8.13:wrap"}) {
+    EXPECT_FALSE(gemm_is_vectorized(MacSpec::parse(text))) << text;
   }
 }
 

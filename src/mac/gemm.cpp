@@ -3,22 +3,91 @@
 // between threads (a reduction is never split, and the random bits of each rounding depend
 // only on its output index and step), so the thread count changes nothing.
 //
-// This is the exact path for every MAC spec. SIMD kernels for the common specs (docs/mac.md,
-// "Not yet implemented") will take over behind this same entry point, tested bit-identical.
+// Specs that gemm_fast.h admits run through the SIMD kernels instead, tested bit-identical to
+// the reference; everything else through the reference itself.
 #include "mpsim/gemm.h"
 
 #include <omp.h>
 
+#include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "gemm_shape.h"
+#include "mpsim/quantize.h"
+#include "mpsim/quantize_array.h"
+#include "src/mac/gemm_fast.h"
 
 namespace mpsim {
+
+namespace {
+
+// The SIMD path (gemm_fast.h): operands quantized to a= / b= (as the reference does) and packed
+// in the lane type L, the bias rounded into the accumulator, rows of outputs shared between
+// threads, out= applied per output with its own random key.
+template <typename L>
+void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op, std::size_t m, std::size_t n,
+               std::size_t k, const double* A, std::size_t lda, const double* B, std::size_t ldb, double* C, std::size_t ldc,
+               const GemmOptions& o) {
+  const detail::GemmOperands<double> ops{op, A, lda, B, ldb};
+  const Format& acc = *spec.acc;
+  const std::size_t width = std::is_same_v<L, float> ? detail::gemm_fast_width_f32() : detail::gemm_fast_width_f64();
+  const std::size_t panels = (n + width - 1) / width;
+  QuantizeOptions qo;
+  qo.threads = o.threads;
+  // op(A) as m x k and op(B) as k x n, in fp64, then quantized in place (deterministic modes).
+  std::vector<double> a(m * k), b(k * n);
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t p = 0; p < k; ++p) a[i * k + p] = ops.a_row(i)[static_cast<std::ptrdiff_t>(p) * ops.a_step()];
+  for (std::size_t p = 0; p < k; ++p)
+    for (std::size_t j = 0; j < n; ++j) b[p * n + j] = ops.b_col(j)[static_cast<std::ptrdiff_t>(p) * ops.b_step()];
+  quantize_array(a.data(), a.data(), a.size(), spec.a, qo);
+  quantize_array(b.data(), b.data(), b.size(), spec.b, qo);
+  // Exact conversions: the plan admits only formats whose values the lane type holds.
+  std::vector<L> Ap(a.begin(), a.end()), Bp(panels * k * width, L(0)), Cp(m * n);
+  for (std::size_t p = 0; p < k; ++p)
+    for (std::size_t j = 0; j < n; ++j) Bp[((j / width) * k + p) * width + j % width] = static_cast<L>(b[p * n + j]);
+  const BiasView bias = o.bias;
+  for (std::size_t i = 0; i < m; ++i) {
+    for (std::size_t j = 0; j < n; ++j) {
+      const double b0 = bias.data ? bias.data[static_cast<std::ptrdiff_t>(i) * bias.row_stride + static_cast<std::ptrdiff_t>(j) * bias.col_stride] : 0.0;
+      Cp[i * n + j] = static_cast<L>(quantize(b0, acc));  // the bias, rounded into the accumulator (rne)
+    }
+  }
+  const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
+  const std::size_t rows_per_task = 4;
+  const auto tasks = static_cast<std::int64_t>((m + rows_per_task - 1) / rows_per_task);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1 && tasks > 1)
+  for (std::int64_t t = 0; t < tasks; ++t) {
+    const std::size_t i0 = static_cast<std::size_t>(t) * rows_per_task, i1 = std::min(m, i0 + rows_per_task);
+    if constexpr (std::is_same_v<L, float>) {
+      detail::gemm_fast_f32(plan, acc, Ap.data(), Bp.data(), width, m, n, k, i0, i1, Cp.data());
+    } else {
+      detail::gemm_fast_f64(plan, acc, Ap.data(), Bp.data(), width, m, n, k, i0, i1, Cp.data());
+    }
+  }
+  const RandomKey key = mac_random_key(o.random);
+  for (std::size_t i = 0; i < m; ++i) {
+    for (std::size_t j = 0; j < n; ++j) {
+      const double v = static_cast<double>(Cp[i * n + j]);
+      C[i * ldc + j] = spec.out ? quantize(v, *spec.out, mac_random_index(i * n + j, 0, MacSite::out), key) : v;
+    }
+  }
+}
+
+}  // namespace
+
+bool gemm_is_vectorized(const MacSpec& spec) { return detail::plan_gemm_fast(spec).ok; }
 
 void gemm(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::size_t k, const double* A, std::size_t lda,
           const double* B, std::size_t ldb, double* C, std::size_t ldc, const GemmOptions& o) {
   spec.validate();
   detail::check_gemm_shape(op, m, n, k, lda, ldb, ldc);
+  if (const detail::GemmFastPlan plan = detail::plan_gemm_fast(spec); plan.ok && m * n * k != 0) {
+    if (plan.f32) gemm_simd<float>(spec, plan, op, m, n, k, A, lda, B, ldb, C, ldc, o);
+    else gemm_simd<double>(spec, plan, op, m, n, k, A, lda, B, ldb, C, ldc, o);
+    return;
+  }
   const detail::GemmOperands<double> ops{op, A, lda, B, ldb};
   const BiasView bias = o.bias;
   const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();

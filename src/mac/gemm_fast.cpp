@@ -1,0 +1,118 @@
+// Which MAC specs the SIMD GEMM computes (gemm_fast.h states the conditions and why they make
+// the kernels exact). Every condition is checked from the formats' value ranges, so a spec is
+// either computed exactly here or sent to the reference.
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+
+#include "mpsim/format.h"
+#include "src/mac/gemm_fast.h"
+
+namespace mpsim::detail {
+
+namespace {
+
+struct Range {
+  double min_pos = 0;   // smallest positive value
+  double quantum = 0;   // every value is a multiple of it (a power of two)
+  double max = 0;       // largest finite magnitude
+  int bits = 0;         // significant bits of a value
+};
+
+Range range_of(const Format& f) {
+  const FormatInfo info = describe(f);
+  Range r;
+  r.max = std::max(std::fabs(info.max_finite), std::fabs(info.min_finite));
+  r.bits = info.precision;
+  if (f.kind() == FormatKind::floating) {
+    const FloatSpec& s = f.float_spec();
+    r.min_pos = info.has_subnormals ? info.min_subnormal : info.min_normal;
+    // The lowest binade's step (CFG-5's (1 + 2^-M) 2^-bias is a multiple of 2^(-bias-M)).
+    r.quantum = std::ldexp(1.0, (s.sub == Subnormals::asnormal ? -s.bias : 1 - s.bias) - s.man_bits);
+    if (s.radix_log2 != 1) r.bits = 64;  // radix 4: not handled
+  } else {
+    r.min_pos = info.step;
+    r.quantum = info.step;
+    int e = 0;
+    if (std::frexp(info.step, &e) != 0.5) r.bits = 64;  // a scale that is not a power of two
+  }
+  return r;
+}
+
+struct Lane {
+  int P;          // significand bits
+  double min_normal, max;
+  Carrier carrier;
+};
+
+}  // namespace
+
+GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
+  GemmFastPlan plan;
+  auto no = [&](const char* why) {
+    plan.ok = false;
+    plan.why = why;
+    return plan;
+  };
+  if (spec.order.kind != MacOrderKind::seq) return no("order is not seq");
+  if (spec.prod) return no("prod= rounds the product");
+  if (!spec.acc) return no("acc=exact");
+  const Format& acc = *spec.acc;
+  if (acc.rounding().mode != RoundMode::rne) return no("the accumulator does not round to nearest-even");
+  plan.fixed = acc.kind() != FormatKind::floating;
+  if (plan.fixed && acc.kind() == FormatKind::fixed && acc.fixed_spec().wrap) return no("the fixed-point accumulator wraps");
+  if (acc.kind() == FormatKind::integer && acc.int_spec().zp != 0) return no("the integer accumulator has a zero point");
+  if (!plan.fixed && spec.fused) {
+    // With an exact product a fused float MAC rounds exactly as the split one (docs/mac.md).
+  } else if (plan.fixed && spec.fused) {
+    return no("fused with a fixed-point accumulator");
+  }
+  for (const Format* in : {&spec.a, &spec.b}) {
+    // The reference keeps flushout (CFG-2) subnormal codes as they are instead of quantizing
+    // them (dot_ref.cpp); the packing here only quantizes.
+    if (in->kind() == FormatKind::floating && in->float_spec().sub == Subnormals::flushout) return no("a flushout input format");
+  }
+  const Range ra = range_of(spec.a), rb = range_of(spec.b), rc = range_of(acc);
+  const int prod_bits = ra.bits + rb.bits;
+  const double prod_quantum = ra.quantum * rb.quantum, prod_max = ra.max * rb.max;
+  if (rc.bits >= 64) return no("the accumulator's grid is not binary");
+
+  for (const Lane lane : {Lane{24, static_cast<double>(FLT_MIN), static_cast<double>(FLT_MAX), Carrier::fp32},
+                          Lane{53, DBL_MIN, DBL_MAX, Carrier::fp64}}) {
+    if (!spec.a.fits(lane.carrier) || !spec.b.fits(lane.carrier) || !acc.fits(lane.carrier)) continue;
+    if (prod_bits > lane.P || prod_quantum < lane.min_normal || prod_max > lane.max / 4) continue;  // exact products
+    if (std::min(prod_quantum, rc.quantum) < lane.min_normal) continue;  // sums never lane-subnormal
+    if (rc.max + prod_max > lane.max / 2) continue;                      // sums never overflow the lane
+    if (plan.fixed) {
+      if (rc.bits > lane.P - 1) continue;  // acc + converted product exact in the lane
+    } else {
+      if (prod_bits > rc.bits || 2 * rc.bits + 2 > lane.P) continue;  // innocuous double rounding
+      // Below the accumulator's normal range its grid is coarser than p bits; every sum there
+      // must be exact in the lane (sums are multiples of the smaller quantum), so that only the
+      // one rounding into the accumulator acts.
+      if (std::min(prod_quantum, rc.quantum) * std::ldexp(1.0, lane.P) < describe(acc).min_normal) continue;
+    }
+    plan.acc = make_plan(acc, lane.carrier);
+    if (plan.acc.kind == PlanKind::scalar || (plan.fixed && plan.acc.kind != PlanKind::fixed) ||
+        (!plan.fixed && plan.acc.kind != PlanKind::floating)) {
+      continue;
+    }
+    if (plan.fixed) {
+      const FormatInfo info = describe(acc);
+      plan.fixed_lo = info.min_finite;
+      plan.fixed_hi = info.max_finite;
+      // A power of two at least twice the range: clamping there changes no result (beyond the
+      // range a value saturates), and keeps the conversion inside the lane's exact integers.
+      int e = 0;
+      std::frexp(2 * rc.max, &e);
+      plan.prod_clamp = std::ldexp(1.0, e);
+    }
+    plan.f32 = lane.carrier == Carrier::fp32;
+    plan.ok = true;
+    plan.why = "";
+    return plan;
+  }
+  return no("the products or sums do not fit a lane exactly (see gemm_fast.h)");
+}
+
+}  // namespace mpsim::detail
