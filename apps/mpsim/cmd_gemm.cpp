@@ -135,6 +135,7 @@ int run_gemm(const GemmCliOptions& o) {
                      {"operands", o.a_file.empty() ? "random" : "files"},
                      {"seconds", seconds},
                      {"gmac_per_s", macs / seconds / 1e9},
+                     {"vectorized", gemm_is_vectorized(spec)},
                      {"error",
                       {{"max_abs", jnum(max_abs)},
                        {"mean_abs", jnum(mean_abs)},
@@ -148,7 +149,8 @@ int run_gemm(const GemmCliOptions& o) {
   fmt::print("mac        {}\n", spec.to_string());
   fmt::print("gemm       {}: {} x {} x {} ({} operands{})\n", o.op, o.m, o.n, o.k, o.a_file.empty() ? "random" : "file",
              o.a_file.empty() ? fmt::format(", normal(0, {}) rounded into a= and b=, seed {}", num(o.scale), o.seed) : "");
-  fmt::print("time       {:.3f} s, {:.3f} GMAC/s (exact reference engine)\n", seconds, macs / seconds / 1e9);
+  fmt::print("time       {:.3f} s, {:.3f} GMAC/s ({})\n", seconds, macs / seconds / 1e9,
+             gemm_is_vectorized(spec) ? "SIMD kernels" : "exact reference engine, no SIMD kernel for this spec yet");
   fmt::print("error vs an fp64 GEMM of the same operands:\n");
   fmt::print("  max abs  {:.6g}\n  mean abs {:.6g}\n  rms      {:.6g}\n  max rel  {:.6g}\n  sqnr     {:.2f} dB\n", max_abs, mean_abs,
              rms, max_rel, sqnr);

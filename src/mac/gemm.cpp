@@ -47,13 +47,16 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
   std::vector<L> Ap(a.begin(), a.end()), Bp(panels * k * width, L(0)), Cp(m * n);
   for (std::size_t p = 0; p < k; ++p)
     for (std::size_t j = 0; j < n; ++j) Bp[((j / width) * k + p) * width + j % width] = static_cast<L>(b[p * n + j]);
+  // The bias, rounded into the accumulator (to nearest-even: its random key plays no part).
   const BiasView bias = o.bias;
-  for (std::size_t i = 0; i < m; ++i) {
-    for (std::size_t j = 0; j < n; ++j) {
-      const double b0 = bias.data ? bias.data[static_cast<std::ptrdiff_t>(i) * bias.row_stride + static_cast<std::ptrdiff_t>(j) * bias.col_stride] : 0.0;
-      Cp[i * n + j] = static_cast<L>(quantize(b0, acc));  // the bias, rounded into the accumulator (rne)
-    }
+  std::vector<double> c0(m * n, 0.0);
+  if (bias.data) {
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t j = 0; j < n; ++j)
+        c0[i * n + j] = bias.data[static_cast<std::ptrdiff_t>(i) * bias.row_stride + static_cast<std::ptrdiff_t>(j) * bias.col_stride];
   }
+  quantize_array(c0.data(), c0.data(), c0.size(), acc, qo);
+  for (std::size_t i = 0; i < m * n; ++i) Cp[i] = static_cast<L>(c0[i]);
   const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
   const std::size_t rows_per_task = 4;
   const auto tasks = static_cast<std::int64_t>((m + rows_per_task - 1) / rows_per_task);

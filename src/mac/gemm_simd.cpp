@@ -20,7 +20,7 @@ HWY_BEFORE_NAMESPACE();
 namespace mpsim::detail::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-constexpr std::size_t kBlock = 4;  // vectors of columns per register block
+constexpr std::size_t kBlock = 8;  // vectors of columns per register block
 
 // Rounds the lanes of s into the accumulator (to nearest-even, the only mode gemm_fast admits);
 // lanes the vector kernel leaves to the scalar reference (none for the plans gemm_fast admits,
