@@ -49,6 +49,17 @@ struct BlockQuantizeArgs {
 };
 int run_block_quantize(const BlockQuantizeArgs& a);
 
+// `mpsim bench gemm` (bench_gemm.cpp).
+struct BenchGemmOptions {
+  std::vector<std::string> specs = {"in=e5m2:cfg5 prod=exact acc=e6m5 order=seq", "in=e5m2:cfg5 prod=exact acc=fp32 order=seq",
+                                    "in=e5m2:cfg5 prod=exact acc=q8.13 order=seq"};
+  int batch = 128;
+  std::vector<int> threads = {1, 2};
+  int reps = 3;
+  bool json = false;
+};
+int run_bench_gemm(const BenchGemmOptions& o);
+
 // Shortest decimal that reads back to the same double; inf, -inf, nan spelled out.
 std::string num(double v);
 // A JSON number, or the string "inf", "-inf" or "nan" (JSON has no non-finite numbers).

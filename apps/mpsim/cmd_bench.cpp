@@ -175,10 +175,24 @@ Runner add_bench_command(CLI::App& app) {
   b->add_option("--level", ob->level, "Force an instruction set: scalar, avx2 or avx512 (default: the best available)");
   b->add_flag("--json", ob->json, "Machine-readable output");
   b->footer("Example:\n  mpsim bench blocks\n  mpsim bench blocks --formats hbfp4/64 nvfp4 --modes rne --json");
-  return [o, q, ob, b] {
+  auto og = std::make_shared<BenchGemmOptions>();
+  auto* g = bench->add_subcommand(
+      "gemm",
+      "GMAC/s of the emulated GEMM on ResNet-20's 3x3 convolution shapes (m = 16..64 output channels, k = 9 C_in = "
+      "144..576, n = batch H W), with 1 and 2 threads, next to OpenBLAS sgemm on the same shapes in the same run.");
+  g->add_option("--mac", og->specs, "MAC specs to time (default: in=e5m2:cfg5 prod=exact with acc=e6m5, fp32, q8.13)");
+  g->add_option("--batch", og->batch, "Batch size, n = batch * H * W (default 128)");
+  g->add_option("--threads", og->threads, "Thread counts (default: 1 2)");
+  g->add_option("--reps", og->reps, "Repetitions; the median is reported (default 3)");
+  g->add_flag("--json", og->json, "Machine-readable output");
+  g->footer("Example:\n  mpsim bench gemm\n  mpsim bench gemm --batch 16 --threads 1 --mac \"in=bf16 acc=fp32\" --json\n"
+            "OpenBLAS (OpenMP build) runs with the same thread count; its results are reproducible only for a\n"
+            "fixed thread count, the emulated GEMMs for any.");
+  return [o, q, ob, b, og, g] {
     if (q->parsed()) return run_bench_quantize(*o);
     if (b->parsed()) return run_bench_quantize(*ob);
-    throw UsageError("bench: name what to measure, e.g. 'mpsim bench quantize' or 'mpsim bench blocks'");
+    if (g->parsed()) return run_bench_gemm(*og);
+    throw UsageError("bench: name what to measure, e.g. 'mpsim bench quantize', 'mpsim bench blocks' or 'mpsim bench gemm'");
   };
 }
 
