@@ -79,3 +79,23 @@ def test_wrong_file_size_exits_2(tmp_path):
     assert r.returncode == 2 and "holds 3 numbers" in r.stderr, r.stderr
     r = run("--mac", "in=fp32", "-m", "1", "-n", "1", "-k", "3", "--a", str(tmp_path / "missing"), "--b", str(a))
     assert r.returncode == 1 and "cannot open" in r.stderr, r.stderr
+
+
+def test_bench_gemm_reports_every_shape_and_spec():
+    if not Path(MPSIM).exists():
+        pytest.fail(f"mpsim binary not found at {MPSIM}")
+    r = subprocess.run([MPSIM, "bench", "gemm", "--batch", "1", "--reps", "1", "--threads", "1", "--json",
+                        "--mac", "in=e5m2:cfg5 acc=e6m5", "--mac", "in=e5m2:cfg5 acc=q8.13"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)["results"]
+    assert {row["k"] for row in rows} == {144, 288, 576}
+    for k in (144, 288, 576):
+        names = [row["gemm"] for row in rows if row["k"] == k]
+        assert names == ["openblas sgemm", "in=e5m2:cfg5 prod=exact acc=e6m5 order=seq",
+                         "in=e5m2:cfg5 prod=exact acc=q8.13 order=seq"]
+    emulated = [row for row in rows if row["gemm"] != "openblas sgemm"]
+    assert all(row["gmac_per_s"] > 0 and row["sgemm_ratio"] > 0 for row in emulated)
+    assert all(row["vectorized"] for row in emulated)
+    bad = subprocess.run([MPSIM, "bench", "gemm", "--batch", "0"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--batch" in bad.stderr
