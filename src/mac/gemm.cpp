@@ -36,17 +36,29 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
   QuantizeOptions qo;
   qo.threads = o.threads;
   // op(A) as m x k and op(B) as k x n, in fp64, then quantized in place (deterministic modes).
+  // (Packing is plain copying, shared between the threads by rows.)
+  const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
   std::vector<double> a(m * k), b(k * n);
-  for (std::size_t i = 0; i < m; ++i)
+  const auto sm = static_cast<std::int64_t>(m), sk = static_cast<std::int64_t>(k);
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (std::int64_t si = 0; si < sm; ++si) {
+    const auto i = static_cast<std::size_t>(si);
     for (std::size_t p = 0; p < k; ++p) a[i * k + p] = ops.a_row(i)[static_cast<std::ptrdiff_t>(p) * ops.a_step()];
-  for (std::size_t p = 0; p < k; ++p)
+  }
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (std::int64_t sp = 0; sp < sk; ++sp) {
+    const auto p = static_cast<std::size_t>(sp);
     for (std::size_t j = 0; j < n; ++j) b[p * n + j] = ops.b_col(j)[static_cast<std::ptrdiff_t>(p) * ops.b_step()];
+  }
   quantize_array(a.data(), a.data(), a.size(), spec.a, qo);
   quantize_array(b.data(), b.data(), b.size(), spec.b, qo);
   // Exact conversions: the plan admits only formats whose values the lane type holds.
   std::vector<L> Ap(a.begin(), a.end()), Bp(panels * k * width, L(0)), Cp(m * n);
-  for (std::size_t p = 0; p < k; ++p)
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (std::int64_t sp = 0; sp < sk; ++sp) {
+    const auto p = static_cast<std::size_t>(sp);
     for (std::size_t j = 0; j < n; ++j) Bp[((j / width) * k + p) * width + j % width] = static_cast<L>(b[p * n + j]);
+  }
   // The bias, rounded into the accumulator (to nearest-even: its random key plays no part).
   const BiasView bias = o.bias;
   std::vector<double> c0(m * n, 0.0);
@@ -57,16 +69,16 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
   }
   quantize_array(c0.data(), c0.data(), c0.size(), acc, qo);
   for (std::size_t i = 0; i < m * n; ++i) Cp[i] = static_cast<L>(c0[i]);
-  const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
-  const std::size_t rows_per_task = 4;
-  const auto tasks = static_cast<std::int64_t>((m + rows_per_task - 1) / rows_per_task);
+  // Tasks are column panels (all rows each), so a panel of B is read from memory once; a task
+  // owns its outputs, and every output's reduction stays whole.
+  const auto tasks = static_cast<std::int64_t>(panels);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1 && tasks > 1)
   for (std::int64_t t = 0; t < tasks; ++t) {
-    const std::size_t i0 = static_cast<std::size_t>(t) * rows_per_task, i1 = std::min(m, i0 + rows_per_task);
+    const auto q = static_cast<std::size_t>(t);
     if constexpr (std::is_same_v<L, float>) {
-      detail::gemm_fast_f32(plan, acc, Ap.data(), Bp.data(), width, m, n, k, i0, i1, Cp.data());
+      detail::gemm_fast_f32(plan, acc, Ap.data(), Bp.data(), width, m, n, k, 0, m, q, q + 1, Cp.data());
     } else {
-      detail::gemm_fast_f64(plan, acc, Ap.data(), Bp.data(), width, m, n, k, i0, i1, Cp.data());
+      detail::gemm_fast_f64(plan, acc, Ap.data(), Bp.data(), width, m, n, k, 0, m, q, q + 1, Cp.data());
     }
   }
   const RandomKey key = mac_random_key(o.random);

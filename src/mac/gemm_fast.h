@@ -40,11 +40,13 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec);
 // row-major m x n, overwritten with the results) plus the products of the packed operands:
 // A row-major m x k, B as panels of `width` columns (the SIMD width times the register block):
 // panel q holds, for p = 0 .. k-1, columns q*width .. q*width + width - 1 (zero-padded).
-// One call computes rows [i0, i1).
+// One call computes rows [i0, i1) of panels [q0, q1).
 void gemm_fast_f32(const GemmFastPlan& plan, const Format& acc, const float* A, const float* Bpanels, std::size_t width,
-                   std::size_t m, std::size_t n, std::size_t k, std::size_t i0, std::size_t i1, float* C);
+                   std::size_t m, std::size_t n, std::size_t k, std::size_t i0, std::size_t i1, std::size_t q0, std::size_t q1,
+                   float* C);
 void gemm_fast_f64(const GemmFastPlan& plan, const Format& acc, const double* A, const double* Bpanels, std::size_t width,
-                   std::size_t m, std::size_t n, std::size_t k, std::size_t i0, std::size_t i1, double* C);
+                   std::size_t m, std::size_t n, std::size_t k, std::size_t i0, std::size_t i1, std::size_t q0, std::size_t q1,
+                   double* C);
 // Columns per panel that the kernels of the dispatched target use.
 std::size_t gemm_fast_width_f32();
 std::size_t gemm_fast_width_f64();

@@ -54,17 +54,18 @@ HWY_INLINE hn::Vec<D> RoundAcc(D d, const GemmFastPlan& plan, const Format& acc,
 
 template <bool kFixed, typename T>
 void Rows(const GemmFastPlan& plan, const Format& acc, const T* A, const T* Bpanels, std::size_t width, std::size_t n,
-          std::size_t k, std::size_t i0, std::size_t i1, T* C) {
+          std::size_t k, std::size_t i0, std::size_t i1, std::size_t q0, std::size_t q1, T* C) {
   const hn::ScalableTag<T> d;
   const std::size_t N = hn::Lanes(d);
-  const std::size_t panels = (n + width - 1) / width;
   const auto lo = hn::Set(d, static_cast<T>(plan.fixed_lo));
   const auto hi = hn::Set(d, static_cast<T>(plan.fixed_hi));
   const auto clampv = hn::Set(d, static_cast<T>(plan.prod_clamp));
   alignas(64) T tail[kBlock * (HWY_MAX_BYTES / sizeof(T))];
-  for (std::size_t i = i0; i < i1; ++i) {
-    const T* a = A + i * k;
-    for (std::size_t q = 0; q < panels; ++q) {
+  // Panel outer, rows inner: a panel (k x width) is read from memory once and reused for every
+  // row from cache.
+  for (std::size_t q = q0; q < q1; ++q) {
+    for (std::size_t i = i0; i < i1; ++i) {
+      const T* a = A + i * k;
       const std::size_t j0 = q * width;
       const std::size_t cols = std::min(width, n - j0);
       T* c = C + i * n + j0;
@@ -106,15 +107,17 @@ void Rows(const GemmFastPlan& plan, const Format& acc, const T* A, const T* Bpan
 }
 
 void GemmF32(const GemmFastPlan& plan, const Format& acc, const float* A, const float* B, std::size_t width,
-             std::size_t /*m*/, std::size_t n, std::size_t k, std::size_t i0, std::size_t i1, float* C) {
-  if (plan.fixed) Rows<true>(plan, acc, A, B, width, n, k, i0, i1, C);
-  else Rows<false>(plan, acc, A, B, width, n, k, i0, i1, C);
+             std::size_t /*m*/, std::size_t n, std::size_t k, std::size_t i0, std::size_t i1, std::size_t q0,
+             std::size_t q1, float* C) {
+  if (plan.fixed) Rows<true>(plan, acc, A, B, width, n, k, i0, i1, q0, q1, C);
+  else Rows<false>(plan, acc, A, B, width, n, k, i0, i1, q0, q1, C);
 }
 
 void GemmF64(const GemmFastPlan& plan, const Format& acc, const double* A, const double* B, std::size_t width,
-             std::size_t /*m*/, std::size_t n, std::size_t k, std::size_t i0, std::size_t i1, double* C) {
-  if (plan.fixed) Rows<true>(plan, acc, A, B, width, n, k, i0, i1, C);
-  else Rows<false>(plan, acc, A, B, width, n, k, i0, i1, C);
+             std::size_t /*m*/, std::size_t n, std::size_t k, std::size_t i0, std::size_t i1, std::size_t q0,
+             std::size_t q1, double* C) {
+  if (plan.fixed) Rows<true>(plan, acc, A, B, width, n, k, i0, i1, q0, q1, C);
+  else Rows<false>(plan, acc, A, B, width, n, k, i0, i1, q0, q1, C);
 }
 
 std::size_t WidthF32() { return kBlock * hn::Lanes(hn::ScalableTag<float>()); }
@@ -132,12 +135,14 @@ HWY_EXPORT(WidthF32);
 HWY_EXPORT(WidthF64);
 
 void gemm_fast_f32(const GemmFastPlan& plan, const Format& acc, const float* A, const float* B, std::size_t width,
-                   std::size_t m, std::size_t n, std::size_t k, std::size_t i0, std::size_t i1, float* C) {
-  HWY_DYNAMIC_DISPATCH(GemmF32)(plan, acc, A, B, width, m, n, k, i0, i1, C);
+                   std::size_t m, std::size_t n, std::size_t k, std::size_t i0, std::size_t i1, std::size_t q0, std::size_t q1,
+                   float* C) {
+  HWY_DYNAMIC_DISPATCH(GemmF32)(plan, acc, A, B, width, m, n, k, i0, i1, q0, q1, C);
 }
 void gemm_fast_f64(const GemmFastPlan& plan, const Format& acc, const double* A, const double* B, std::size_t width,
-                   std::size_t m, std::size_t n, std::size_t k, std::size_t i0, std::size_t i1, double* C) {
-  HWY_DYNAMIC_DISPATCH(GemmF64)(plan, acc, A, B, width, m, n, k, i0, i1, C);
+                   std::size_t m, std::size_t n, std::size_t k, std::size_t i0, std::size_t i1, std::size_t q0, std::size_t q1,
+                   double* C) {
+  HWY_DYNAMIC_DISPATCH(GemmF64)(plan, acc, A, B, width, m, n, k, i0, i1, q0, q1, C);
 }
 std::size_t gemm_fast_width_f32() { return HWY_DYNAMIC_DISPATCH(WidthF32)(); }
 std::size_t gemm_fast_width_f64() { return HWY_DYNAMIC_DISPATCH(WidthF64)(); }
