@@ -12,6 +12,7 @@
 #include "mpsim/mac.h"
 #include "mpsim/quantize.h"
 #include "mpsim/quantize_array.h"
+#include "bit_helpers.h"
 
 namespace mpsim::test {
 namespace {
@@ -23,8 +24,6 @@ std::vector<double> operand(std::size_t count, const Format& f, std::uint64_t se
   for (auto& x : v) x = quantize(d(g), f.with_rounding({}));
   return v;
 }
-
-bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
 TEST(Gemm, EqualsReferenceForEveryOpThreadCountAndBias) {
   const char* specs[] = {"in=e5m2:cfg5 prod=exact acc=e6m5 order=seq", "in=e4m3fn acc=fp32 order=chunk8",
@@ -52,9 +51,9 @@ TEST(Gemm, EqualsReferenceForEveryOpThreadCountAndBias) {
       gemm(spec, GemmOp::nt, m, n, k, A.data(), k, Bt.data(), k, nt.data(), n, o);
       gemm(spec, GemmOp::tn, m, n, k, At.data(), m, B.data(), n, tn.data(), n, o);
       for (std::size_t i = 0; i < m * n; ++i) {
-        EXPECT_TRUE(same_bits(nn[i], want[i])) << text << " nn " << i << " threads " << threads;
-        EXPECT_TRUE(same_bits(nt[i], want[i])) << text << " nt " << i;
-        EXPECT_TRUE(same_bits(tn[i], want[i])) << text << " tn " << i;
+        EXPECT_TRUE(bits_of(nn[i]) == bits_of(want[i])) << text << " nn " << i << " threads " << threads;
+        EXPECT_TRUE(bits_of(nt[i]) == bits_of(want[i])) << text << " nt " << i;
+        EXPECT_TRUE(bits_of(tn[i]) == bits_of(want[i])) << text << " tn " << i;
       }
     }
     // The fp32 overload, with padded leading dimensions: the fp64 results converted.
@@ -94,11 +93,6 @@ std::vector<double> hard_operand(std::size_t count, double scale, std::mt19937_6
   return v;
 }
 
-struct LevelGuard {
-  explicit LevelGuard(SimdLevel l) { force_simd_level(l); }
-  ~LevelGuard() { reset_simd_level(); }
-};
-
 TEST(Gemm, SimdKernelsEqualTheReference) {
   const char* specs[] = {"in=e5m2:cfg5 prod=exact acc=e6m5 order=seq", "in=e5m2:cfg5 acc=fp32", "in=e5m2:cfg5 acc=q8.13",
                          "in=e5m2 acc=e5m5", "in=e5m2 acc=bf16", "in=e4m3 acc=fp16",
@@ -127,7 +121,7 @@ TEST(Gemm, SimdKernelsEqualTheReference) {
           gemm(spec, GemmOp::nn, m, n, k, A.data(), k, B.data(), n, got.data(), n, o);
           std::size_t bad = 0;
           for (std::size_t i = 0; i < m * n; ++i) {
-            if (!same_bits(got[i], want[i]) && !(std::isnan(got[i]) && std::isnan(want[i])) && bad++ < 3) {
+            if (bits_of(got[i]) != bits_of(want[i]) && !(std::isnan(got[i]) && std::isnan(want[i])) && bad++ < 3) {
               ADD_FAILURE() << text << " " << m << "x" << n << "x" << k << " scale " << scale << " level "
                             << to_string(level) << " threads " << threads << ": output " << i << " got " << got[i]
                             << " want " << want[i];

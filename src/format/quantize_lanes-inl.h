@@ -16,8 +16,11 @@
 #include <hwy/highway.h>
 
 #include <cstdint>
+#include <cstring>
 #include <limits>
 
+#include "mpsim/quantize.h"
+#include "mpsim/rng.h"
 #include "src/format/quantize_plan.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -129,6 +132,59 @@ HWY_INLINE Split<D> SplitInput(D /*d*/, hn::Vec<D> x) {
   return s;
 }
 
+// The sign put back on a magnitude (fnuz formats have no -0).
+template <class VU>
+HWY_INLINE VU WithSign(const QuantPlan& p, VU mag, VU sign) {
+  if (p.fnuz) sign = hn::IfThenZeroElse(hn::Eq(mag, hn::Zero(hn::DFromV<VU>())), sign);
+  return hn::Or(mag, sign);
+}
+
+// Round to nearest-even by the carrier's own addition. A lane of binade e rounds at the quantum
+// 2^q, q = max(e, emin) - M (below the normal range the quantum stays that of the lowest normal
+// binade). With C = 2^(q + P), |x| + C lies in [2^(q+P), 2^(q+P+1)) whenever |x| < 2^(q+P),
+// which holds for M < P, and the ulp there is 2^q: the sum is |x| rounded to a multiple of 2^q,
+// ties to an even multiple (C is one), and subtracting C is exact. Callers guarantee |x| <= max
+// (max is a value, so nothing rounds past it) and the plan's rne_add conditions (C finite; an
+// even multiple is an even code, M >= 1); below the normal range also rne_add_low's.
+// u: magnitude bits; returns the rounded magnitude bits.
+template <class D>
+HWY_INLINE hn::Vec<hn::RebindToUnsigned<D>> RneByAddition(D d, const QuantPlan& p, hn::Vec<hn::RebindToUnsigned<D>> u) {
+  using L = Lanes<D>;
+  using TU = typename L::TU;
+  const typename L::DU du;
+  const auto e = hn::ShiftRight<L::P>(u);
+  const auto qe = hn::Add(hn::Max(e, hn::Set(du, static_cast<TU>(p.Tn))), hn::Set(du, static_cast<TU>(L::P - p.M)));
+  const auto C = hn::BitCast(d, hn::ShiftLeft<L::P>(qe));
+  return hn::BitCast(du, hn::Sub(hn::Add(hn::BitCast(d, u), C), C));
+}
+
+// Rounding where every lane is in a normal binade of the format (or zero): the quantum is
+// 2^(P - M) carrier ulps for all of them, so the kept part is u with its low P - M bits cleared
+// and rounding up adds 2^(P - M) (a carry out of the mantissa moves into the exponent: the next
+// binade's first value). u: magnitude bits at most max; returns the rounded magnitude bits.
+template <RoundMode MODE, class D>
+HWY_INLINE hn::Vec<hn::RebindToUnsigned<D>> RoundAtOneShift(D d, const QuantPlan& p, hn::Vec<hn::RebindToUnsigned<D>> u,
+                                                            hn::Mask<hn::RebindToUnsigned<D>> neg, const std::uint32_t* w,
+                                                            hn::Mask<hn::RebindToUnsigned<D>>& fallback) {
+  using L = Lanes<D>;
+  using TU = typename L::TU;
+  using TI = typename L::TI;
+  const typename L::DU du;
+  const typename L::DI di;
+  const auto one = hn::Set(du, TU{1});
+  const int dbits = L::P - p.M;
+  const auto mask = hn::Set(du, static_cast<TU>((TU{1} << dbits) - 1));
+  const auto rem = hn::And(u, mask);
+  const auto lo = hn::AndNot(mask, u);
+  const auto odd = hn::Ne(hn::And(hn::ShiftRightSame(u, dbits), one), hn::Zero(du));
+  hn::Vec<hn::RebindToUnsigned<D>> w0 = hn::Zero(du);
+  if constexpr (MODE == RoundMode::sr || MODE == RoundMode::srn) w0 = LoadWords(d, w);
+  const auto none = hn::Ne(one, one);
+  const auto up = RoundUp<MODE>(du, di, p, rem, hn::Set(di, static_cast<TI>(dbits)), hn::Set(du, static_cast<TU>(dbits)),
+                                odd, none, neg, w0, fallback);
+  return hn::Add(lo, hn::And(hn::VecFromMask(du, up), hn::Set(du, TU{1} << dbits)));
+}
+
 template <RoundMode MODE, class D>
 HWY_INLINE hn::Vec<D> FloatVector(D d, const QuantPlan& p, hn::Vec<D> x, const std::uint32_t* w,
                                   hn::Mask<hn::RebindToUnsigned<D>>& fallback) {
@@ -142,19 +198,10 @@ HWY_INLINE hn::Vec<D> FloatVector(D d, const QuantPlan& p, hn::Vec<D> x, const s
   const auto neg = hn::Ne(s.sign, hn::Zero(du));
 
   if constexpr (MODE == RoundMode::rne) {
-    if (p.rne_add_low) {
-      // Gradual underflow: every magnitude up to max rounds at the quantum 2^(max(e, emin) - M)
-      // of its binade, so the carrier's addition (see below) serves subnormal lanes too.
-      const auto ui = hn::BitCast(di, s.u);
-      if (hn::AllTrue(di, hn::Not(hn::Gt(ui, hn::Set(di, static_cast<TI>(p.fast_hi)))))) {
-        const auto e = hn::ShiftRight<L::P>(s.u);
-        const auto qe = hn::Add(hn::Max(e, hn::Set(du, static_cast<TU>(p.Tn))), hn::Set(du, static_cast<TU>(L::P - p.M)));
-        const auto C = hn::BitCast(d, hn::ShiftLeft<L::P>(qe));
-        const auto mag = hn::BitCast(du, hn::Sub(hn::Add(hn::BitCast(d, s.u), C), C));
-        auto sign = s.sign;
-        if (p.fnuz) sign = hn::IfThenZeroElse(hn::Eq(mag, hn::Zero(du)), sign);
-        return hn::BitCast(d, hn::Or(mag, sign));
-      }
+    // Gradual underflow: every magnitude up to max, subnormal lanes included, by addition.
+    if (p.rne_add_low &&
+        hn::AllTrue(di, hn::Not(hn::Gt(hn::BitCast(di, s.u), hn::Set(di, static_cast<TI>(p.fast_hi)))))) {
+      return hn::BitCast(d, WithSign(p, RneByAddition(d, p, s.u), s.sign));
     }
   }
   if (p.fast) {
@@ -166,18 +213,8 @@ HWY_INLINE hn::Vec<D> FloatVector(D d, const QuantPlan& p, hn::Vec<D> x, const s
     if (hn::AllTrue(du, in_range)) {
       const int dbits = L::P - p.M;
       if constexpr (MODE == RoundMode::rne) {
-        if (p.rne_add) {
-          // The carrier's addition rounds to nearest-even: with C = 2^(e - M + P) for a lane of
-          // binade e (quantum 2^(e - M)), |x| + C lies in [2^(e-M+P), 2^(e-M+P+1)), whose ulp is
-          // the quantum; subtracting C is exact. Lanes here are normal and at most max, which
-          // is a value, so nothing rounds past it.
-          const auto e = hn::ShiftRight<L::P>(s.u);
-          const auto C = hn::BitCast(d, hn::ShiftLeft<L::P>(hn::Add(e, hn::Set(du, static_cast<TU>(dbits)))));
-          const auto mag = hn::BitCast(du, hn::Sub(hn::Add(hn::BitCast(d, s.u), C), C));
-          auto sign = s.sign;
-          if (p.fnuz) sign = hn::IfThenZeroElse(hn::Eq(mag, hn::Zero(du)), sign);
-          return hn::BitCast(d, hn::Or(mag, sign));
-        }
+        // Lanes here are normal and at most max: by addition where the plan allows it.
+        if (p.rne_add) return hn::BitCast(d, WithSign(p, RneByAddition(d, p, s.u), s.sign));
         if (dbits > 0) {
           // Nearest-even on the bits: adding 2^(dbits-1) - 1 plus the kept part's lowest bit
           // carries into bit dbits exactly when the discarded part is above one half, or equal
@@ -186,26 +223,10 @@ HWY_INLINE hn::Vec<D> FloatVector(D d, const QuantPlan& p, hn::Vec<D> x, const s
           const auto mask = hn::Set(du, static_cast<TU>((TU{1} << dbits) - 1));
           const auto odd_bit = hn::And(hn::ShiftRightSame(s.u, dbits), one);
           const auto bias = hn::Add(hn::Set(du, static_cast<TU>((TU{1} << (dbits - 1)) - 1)), odd_bit);
-          const auto mag = hn::AndNot(mask, hn::Add(s.u, bias));
-          auto sign = s.sign;
-          if (p.fnuz) sign = hn::IfThenZeroElse(hn::Eq(mag, hn::Zero(du)), sign);
-          return hn::BitCast(d, hn::Or(mag, sign));
+          return hn::BitCast(d, WithSign(p, hn::AndNot(mask, hn::Add(s.u, bias)), s.sign));
         }
       }
-      const auto mask = hn::Set(du, static_cast<TU>((TU{1} << dbits) - 1));
-      const auto rem = hn::And(s.u, mask);
-      const auto lo = hn::AndNot(mask, s.u);
-      const auto odd = hn::Ne(hn::And(hn::ShiftRightSame(s.u, dbits), one), hn::Zero(du));
-      hn::Vec<hn::RebindToUnsigned<D>> w0 = hn::Zero(du);
-      if constexpr (MODE == RoundMode::sr || MODE == RoundMode::srn) w0 = LoadWords(d, w);
-      const auto none = hn::Ne(one, one);
-      const auto up = RoundUp<MODE>(du, di, p, rem, hn::Set(di, static_cast<TI>(dbits)), hn::Set(du, static_cast<TU>(dbits)),
-                                    odd, none, neg, w0, fallback);
-      // A carry out of the mantissa moves into the exponent: the next binade's first value.
-      const auto mag = hn::Add(lo, hn::And(hn::VecFromMask(du, up), hn::Set(du, TU{1} << dbits)));
-      auto sign = s.sign;
-      if (p.fnuz) sign = hn::IfThenZeroElse(hn::Eq(mag, hn::Zero(du)), sign);
-      return hn::BitCast(d, hn::Or(mag, sign));
+      return hn::BitCast(d, WithSign(p, RoundAtOneShift<MODE>(d, p, s.u, neg, w, fallback), s.sign));
     }
   }
 
@@ -308,39 +329,20 @@ HWY_INLINE hn::Vec<D> SatVector(D d, const QuantPlan& p, hn::Vec<D> x, const std
   const auto inf_bits = hn::Set(du, L::kInfBits);
   const auto nan = hn::Gt(u0, inf_bits);
   const auto u = hn::Min(u0, hn::Set(du, static_cast<TU>(p.fast_hi)));
-  if (MODE == RoundMode::rne && p.rne_add) {
-    // Round to nearest-even is what the carrier's own addition does: with C = 2^(q + P) for the
-    // lane's quantum 2^q, |x| + C lies in [2^(q+P), 2^(q+P+1)), whose ulp is 2^q, so the sum is
-    // |x| rounded to a multiple of 2^q, ties to an even multiple (C is an even one); subtracting
-    // C is exact. The lane's quantum is 2^(max(e, emin) - M); |x| <= max < 2^(q+P) as M < P.
-    const auto e = hn::ShiftRight<L::P>(u);
-    const auto qe = hn::Sub(hn::Max(e, hn::Set(du, static_cast<TU>(p.Tn))), hn::Set(du, static_cast<TU>(p.M)));
-    const auto C = hn::BitCast(d, hn::ShiftLeft<L::P>(hn::Add(qe, hn::Set(du, static_cast<TU>(L::P)))));
-    const auto r = hn::Sub(hn::Add(hn::BitCast(d, u), C), C);
-    const auto result = hn::BitCast(d, hn::Or(hn::BitCast(du, r), sign));
-    (void)w;
-    (void)fallback;
-    (void)neg;
-    return hn::IfThenElse(hn::RebindMask(d, nan), hn::Set(d, std::numeric_limits<hn::TFromD<D>>::quiet_NaN()), result);
-  }
-  hn::Vec<hn::RebindToUnsigned<D>> w0 = hn::Zero(du);
-  if constexpr (MODE == RoundMode::sr || MODE == RoundMode::srn) w0 = LoadWords(d, w);
-  const auto none = hn::Ne(one, one);
   hn::Vec<hn::RebindToUnsigned<D>> mag;
   // Lanes at or above the lowest normal binade (or zero): one quantum position for all.
-  const auto ui = hn::BitCast(di, u);
-  const auto in_normal = hn::Or(hn::RebindMask(du, hn::Eq(ui, hn::Zero(di))),
-                                hn::RebindMask(du, hn::Not(hn::Lt(ui, hn::Set(di, static_cast<TI>(p.fast_lo))))));
-  if (hn::AllTrue(du, in_normal)) {
-    const int dbits = L::P - p.M;
-    const auto mask = hn::Set(du, static_cast<TU>((TU{1} << dbits) - 1));
-    const auto rem = hn::And(u, mask);
-    const auto lo = hn::AndNot(mask, u);
-    const auto odd = hn::Ne(hn::And(hn::ShiftRightSame(u, dbits), one), hn::Zero(du));
-    const auto up = RoundUp<MODE>(du, di, p, rem, hn::Set(di, static_cast<TI>(dbits)), hn::Set(du, static_cast<TU>(dbits)),
-                                  odd, none, neg, w0, fallback);
-    mag = hn::Add(lo, hn::And(hn::VecFromMask(du, up), hn::Set(du, TU{1} << dbits)));
+  const auto in_normal = [&] {
+    const auto ui = hn::BitCast(di, u);
+    return hn::Or(hn::RebindMask(du, hn::Eq(ui, hn::Zero(di))),
+                  hn::RebindMask(du, hn::Not(hn::Lt(ui, hn::Set(di, static_cast<TI>(p.fast_lo))))));
+  };
+  if (MODE == RoundMode::rne && p.rne_add_low) {
+    mag = RneByAddition(d, p, u);  // every lane, subnormal ones included
+  } else if (hn::AllTrue(du, in_normal())) {
+    mag = RoundAtOneShift<MODE>(d, p, u, neg, w, fallback);
   } else {
+    hn::Vec<hn::RebindToUnsigned<D>> w0 = hn::Zero(du);
+    if constexpr (MODE == RoundMode::sr || MODE == RoundMode::srn) w0 = LoadWords(d, w);
     const auto e = hn::ShiftRight<L::P>(u);
     const auto hidden = hn::Set(du, TU{1} << L::P);
     const auto sig = hn::Or(hn::And(u, hn::Sub(hidden, one)), hn::IfThenElseZero(hn::Ne(e, hn::Zero(du)), hidden));
@@ -405,6 +407,45 @@ HWY_INLINE hn::Vec<D> FixedVector(D d, const QuantPlan& p, hn::Vec<D> x, const s
   auto result = hn::BitCast(d, hn::Or(hn::BitCast(du, value), sign));
   result = hn::IfThenElse(hn::RebindMask(d, hn::Gt(s.u, inf_bits)), hn::Set(d, std::numeric_limits<hn::TFromD<D>>::quiet_NaN()), result);
   return result;
+}
+
+// ---- one vector, with the lanes the kernels leave to the reference ------------------------
+
+// Lanes flagged in `bits`, rounded by the scalar reference (quantize) with element indices
+// index, index + 1, ...
+template <typename T>
+HWY_NOINLINE void FixLanes(const Format& f, const T* x, T* out, std::uint64_t bits, std::size_t lanes,
+                           std::uint64_t index, const RandomKey& key) {
+  for (std::size_t j = 0; j < lanes; ++j) {
+    if ((bits >> j) & 1) out[j] = quantize(x[j], f, index + j, key);
+  }
+}
+
+// Kernel kinds: 0 FloatVector, 1 FixedVector, 2 SatVector.
+// x rounded into f (whose plan is p): the vector kernel of that kind, and the scalar reference
+// for the lanes it cannot decide (lane j is element index + j; w: its random words).
+template <RoundMode MODE, int kKind, class D, typename T = hn::TFromD<D>>
+HWY_INLINE hn::Vec<D> RoundVector(D d, const QuantPlan& p, const Format& f, hn::Vec<D> x, const std::uint32_t* w,
+                                  std::uint64_t index, const RandomKey& key) {
+  const hn::RebindToUnsigned<D> du;
+  auto fallback = hn::Ne(hn::Zero(du), hn::Zero(du));
+  hn::Vec<D> y;
+  if constexpr (kKind == 1) y = FixedVector<MODE>(d, p, x, w, fallback);
+  else if constexpr (kKind == 2) y = SatVector<MODE>(d, p, x, w, fallback);
+  else y = FloatVector<MODE>(d, p, x, w, fallback);
+  if (HWY_UNLIKELY(!hn::AllFalse(du, fallback))) {
+    constexpr std::size_t kMax = HWY_MAX_BYTES / sizeof(T);
+    alignas(64) T xs[kMax], ys[kMax];
+    hn::Store(x, d, xs);
+    hn::Store(y, d, ys);
+    std::uint8_t mask_bytes[8] = {};
+    hn::StoreMaskBits(du, fallback, mask_bytes);
+    std::uint64_t bits = 0;
+    std::memcpy(&bits, mask_bytes, sizeof bits);
+    FixLanes(f, xs, ys, bits, hn::Lanes(d), index, key);
+    y = hn::Load(d, ys);
+  }
+  return y;
 }
 
 }  // namespace mpsim::detail::HWY_NAMESPACE

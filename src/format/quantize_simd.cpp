@@ -103,58 +103,31 @@ HWY_INLINE void PhiloxBlocks(const RandomKey& key, std::uint32_t word, std::uint
 #endif
 }
 
+// Word 0 of the random bits of elements i0 .. i0 + len - 1 (len <= 1024), generated into
+// `words`; returns where element i0's word is.
+HWY_INLINE const std::uint32_t* ChunkWords(const RandomKey& key, std::uint64_t i0, std::size_t len,
+                                           std::uint32_t* HWY_RESTRICT words) {
+  const std::uint64_t g0 = i0 >> 2, g1 = (i0 + len - 1) >> 2;
+  if (HWY_UNLIKELY(g1 < g0)) {  // the index wraps past 2^64 inside this chunk: one word at a time
+    for (std::size_t i = 0; i < len; ++i) words[i] = random_word(key, i0 + i, 0);
+    return words;
+  }
+  PhiloxBlocks(key, 0, g0, static_cast<std::size_t>(g1 - g0 + 1), words);
+  return words + (i0 & 3);
+}
+
 // Word 0 of elements first .. first + n - 1, in order.
 void RandomWords(const RandomKey& key, std::uint64_t first, std::size_t n, std::uint32_t* out) {
   constexpr std::size_t kChunk = 1024;
   alignas(64) std::uint32_t buf[kChunk + 8 + kPhiloxSlack];
   for (std::size_t c = 0; c < n; c += kChunk) {
     const std::size_t len = std::min(kChunk, n - c);
-    const std::uint64_t i0 = first + c;
-    const std::uint64_t g0 = i0 >> 2, g1 = (i0 + len - 1) >> 2;
-    if (g1 < g0) {  // the index wraps past 2^64 inside this chunk
-      for (std::size_t i = 0; i < len; ++i) out[c + i] = random_word(key, i0 + i, 0);
-      continue;
-    }
-    PhiloxBlocks(key, 0, g0, static_cast<std::size_t>(g1 - g0 + 1), buf);
-    std::memcpy(out + c, buf + (i0 & 3), len * sizeof(std::uint32_t));
+    std::memcpy(out + c, ChunkWords(key, first + c, len, buf), len * sizeof(std::uint32_t));
   }
 }
 
 // ---- arrays ------------------------------------------------------------------------------
 
-template <typename T>
-HWY_NOINLINE void FixLanes(const Format& f, const T* x, T* out, std::uint64_t bits, std::size_t lanes,
-                           std::uint64_t index, const RandomKey& key) {
-  for (std::size_t j = 0; j < lanes; ++j) {
-    if ((bits >> j) & 1) out[j] = quantize(x[j], f, index + j, key);
-  }
-}
-
-// Quantizes one vector from src to dst (which may be src); lanes the kernel cannot decide go
-// through the scalar reference.
-// Kernel kinds: 0 FloatVector, 1 FixedVector, 2 SatVector.
-template <RoundMode MODE, int kKind, class D, typename T = hn::TFromD<D>>
-HWY_INLINE void OneVector(D d, const QuantPlan& p, const Format& f, const T* src, T* dst, const std::uint32_t* w,
-                          std::uint64_t index, const RandomKey& key, T* HWY_RESTRICT saved) {
-  const hn::RebindToUnsigned<D> du;
-  const auto x = hn::LoadU(d, src);
-  auto fallback = hn::Ne(hn::Zero(du), hn::Zero(du));
-  hn::Vec<D> y;
-  if constexpr (kKind == 1) y = FixedVector<MODE>(d, p, x, w, fallback);
-  else if constexpr (kKind == 2) y = SatVector<MODE>(d, p, x, w, fallback);
-  else y = FloatVector<MODE>(d, p, x, w, fallback);
-  if (HWY_UNLIKELY(!hn::AllFalse(du, fallback))) {
-    hn::Store(x, d, saved);  // dst may be src
-    hn::StoreU(y, d, dst);
-    std::uint8_t mask_bytes[8] = {};
-    hn::StoreMaskBits(du, fallback, mask_bytes);
-    std::uint64_t bits = 0;
-    std::memcpy(&bits, mask_bytes, sizeof bits);
-    FixLanes(f, saved, dst, bits, hn::Lanes(d), index, key);
-  } else {
-    hn::StoreU(y, d, dst);
-  }
-}
 
 template <RoundMode MODE, int kKind, typename T>
 HWY_INLINE void QuantizeRange(const QuantPlan& plan, const Format& f, const T* in, T* out, std::size_t n,
@@ -168,7 +141,6 @@ HWY_INLINE void QuantizeRange(const QuantPlan& plan, const Format& f, const T* i
   constexpr std::size_t kChunk = 1024;
   constexpr std::size_t kMaxLanes = HWY_MAX_BYTES / sizeof(T);
   alignas(64) std::uint32_t words[kChunk + 8 + kPhiloxSlack];
-  alignas(64) T saved[kMaxLanes];
   alignas(64) T tail_in[kMaxLanes];
   alignas(64) std::uint32_t tail_words[kMaxLanes];
 
@@ -176,17 +148,11 @@ HWY_INLINE void QuantizeRange(const QuantPlan& plan, const Format& f, const T* i
     const std::size_t len = std::min(kChunk, n - c);
     const std::uint64_t i0 = first + c;
     const std::uint32_t* w = words;
-    if constexpr (kRandom) {
-      const std::uint64_t g0 = i0 >> 2, g1 = (i0 + len - 1) >> 2;
-      if (HWY_UNLIKELY(g1 < g0)) {  // the index wraps past 2^64 inside this chunk
-        for (std::size_t i = 0; i < len; ++i) out[c + i] = quantize(in[c + i], f, i0 + i, key);
-        continue;
-      }
-      PhiloxBlocks(key, 0, g0, static_cast<std::size_t>(g1 - g0 + 1), words);
-      w = words + (i0 & 3);
-    }
+    if constexpr (kRandom) w = ChunkWords(key, i0, len, words);
     std::size_t i = 0;
-    for (; i + N <= len; i += N) OneVector<MODE, kKind>(d, p, f, in + c + i, out + c + i, w + i, i0 + i, key, saved);
+    for (; i + N <= len; i += N) {
+      hn::StoreU(RoundVector<MODE, kKind>(d, p, f, hn::LoadU(d, in + c + i), w + i, i0 + i, key), d, out + c + i);
+    }
     if (i < len) {
       const std::size_t rest = len - i;
       std::fill(tail_in, tail_in + kMaxLanes, T{0});
@@ -194,7 +160,7 @@ HWY_INLINE void QuantizeRange(const QuantPlan& plan, const Format& f, const T* i
       std::memcpy(tail_in, in + c + i, rest * sizeof(T));
       if constexpr (kRandom) std::memcpy(tail_words, w + i, rest * sizeof(std::uint32_t));
       alignas(64) T tail_out[kMaxLanes];
-      OneVector<MODE, kKind>(d, p, f, tail_in, tail_out, tail_words, i0 + i, key, saved);
+      hn::Store(RoundVector<MODE, kKind>(d, p, f, hn::Load(d, tail_in), tail_words, i0 + i, key), d, tail_out);
       std::memcpy(out + c + i, tail_out, rest * sizeof(T));
     }
   }
@@ -220,7 +186,7 @@ HWY_INLINE BlockCounts BlockRange(const QuantPlan& plan, const Format& f, const 
   constexpr std::size_t kChunk = 1024;
   constexpr std::size_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
   alignas(64) std::uint32_t words[kChunk + 8 + kPhiloxSlack];
-  alignas(64) float saved[kMaxLanes], fixed[kMaxLanes], tail_in[kMaxLanes], tail_out[kMaxLanes];
+  alignas(64) float tail_in[kMaxLanes], tail_out[kMaxLanes];
   alignas(64) std::uint32_t tail_words[kMaxLanes];
   const auto zero = hn::Zero(d);
   const auto vmax_elem = hn::Set(d, max_elem);
@@ -232,21 +198,7 @@ HWY_INLINE BlockCounts BlockRange(const QuantPlan& plan, const Format& f, const 
     const auto x = hn::LoadU(d, src);
     const auto xs = hn::Mul(x, hn::Set(d, fwd[b]));
     vclipped = hn::Sub(vclipped, hn::VecFromMask(du, hn::RebindMask(du, hn::Gt(hn::Abs(xs), vmax_elem))));  // not NaN lanes
-    auto fallback = hn::Ne(hn::Zero(du), hn::Zero(du));
-    hn::Vec<decltype(d)> y;
-    if constexpr (kKind == 1) y = FixedVector<MODE>(d, p, xs, w, fallback);
-    else if constexpr (kKind == 2) y = SatVector<MODE>(d, p, xs, w, fallback);
-    else y = FloatVector<MODE>(d, p, xs, w, fallback);
-    if (HWY_UNLIKELY(!hn::AllFalse(du, fallback))) {
-      hn::Store(xs, d, saved);
-      hn::Store(y, d, fixed);
-      std::uint8_t mask_bytes[8] = {};
-      hn::StoreMaskBits(du, fallback, mask_bytes);
-      std::uint64_t bits = 0;
-      std::memcpy(&bits, mask_bytes, sizeof bits);
-      FixLanes(f, saved, fixed, bits, N, first + i, key);
-      y = hn::Load(d, fixed);
-    }
+    const auto y = RoundVector<MODE, kKind>(d, p, f, xs, w, first + i, key);
     const auto z = hn::Mul(y, hn::Set(d, inv[b]));
     vflushed = hn::Sub(vflushed, hn::VecFromMask(du, hn::RebindMask(du, hn::And(hn::Ne(x, zero), hn::Eq(z, zero)))));
     hn::StoreU(z, d, dst);
@@ -257,15 +209,7 @@ HWY_INLINE BlockCounts BlockRange(const QuantPlan& plan, const Format& f, const 
     const std::size_t len = std::min(kChunk, n - c);
     const std::uint64_t i0 = first + c;
     const std::uint32_t* w = words;
-    if constexpr (kRandom) {
-      const std::uint64_t g0 = i0 >> 2, g1 = (i0 + len - 1) >> 2;
-      if (HWY_UNLIKELY(g1 < g0)) {  // the index wraps past 2^64 inside this chunk: one word at a time
-        for (std::size_t i = 0; i < len; ++i) words[i] = random_word(key, i0 + i, 0);
-      } else {
-        PhiloxBlocks(key, 0, g0, static_cast<std::size_t>(g1 - g0 + 1), words);
-        w = words + (i0 & 3);
-      }
-    }
+    if constexpr (kRandom) w = ChunkWords(key, i0, len, words);
     std::size_t i = 0;
     for (; i + N <= len; i += N) {
       if (c + i >= block_end) {

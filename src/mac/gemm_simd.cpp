@@ -22,34 +22,12 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 constexpr std::size_t kBlock = 8;  // vectors of columns per register block
 
-// Rounds the lanes of s into the accumulator (to nearest-even, the only mode gemm_fast admits);
-// lanes the vector kernel leaves to the scalar reference (none for the plans gemm_fast admits,
-// but kept exact regardless) are rounded here by quantize().
-template <bool kFixed, class D, typename T = hn::TFromD<D>>
+// Rounds the lanes of s into the accumulator (to nearest-even, the only mode gemm_fast admits,
+// so the random key plays no part); lanes the vector kernel leaves to the scalar reference
+// (none for the plans gemm_fast admits, but kept exact regardless) go through quantize().
+template <bool kFixed, class D>
 HWY_INLINE hn::Vec<D> RoundAcc(D d, const GemmFastPlan& plan, const Format& acc, hn::Vec<D> s) {
-  const hn::RebindToUnsigned<D> du;
-  auto fallback = hn::Ne(hn::Zero(du), hn::Zero(du));
-  hn::Vec<D> r;
-  if constexpr (kFixed) {
-    r = FixedVector<RoundMode::rne>(d, plan.acc, s, nullptr, fallback);
-  } else {
-    r = FloatVector<RoundMode::rne>(d, plan.acc, s, nullptr, fallback);
-  }
-  if (HWY_UNLIKELY(!hn::AllFalse(du, fallback))) {
-    constexpr std::size_t kMax = HWY_MAX_BYTES / sizeof(T);
-    alignas(64) T sv[kMax], rv[kMax];
-    hn::Store(s, d, sv);
-    hn::Store(r, d, rv);
-    std::uint8_t mask_bytes[8] = {};
-    hn::StoreMaskBits(du, fallback, mask_bytes);
-    std::uint64_t bits = 0;
-    std::memcpy(&bits, mask_bytes, sizeof bits);
-    for (std::size_t j = 0; j < hn::Lanes(d); ++j) {
-      if ((bits >> j) & 1) rv[j] = quantize(sv[j], acc);
-    }
-    r = hn::Load(d, rv);
-  }
-  return r;
+  return RoundVector<RoundMode::rne, kFixed ? 1 : 0>(d, plan.acc, acc, s, nullptr, 0, RandomKey{});
 }
 
 template <bool kFixed, typename T>
