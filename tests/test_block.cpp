@@ -14,22 +14,10 @@
 #include "mpsim/block.h"
 #include "mpsim/quantize.h"
 #include "mpsim/quantize_array.h"
+#include "bit_helpers.h"
 
 namespace mpsim::test {
 namespace {
-
-template <typename T>
-auto bits_of(T x) {
-  if constexpr (sizeof(T) == 4) {
-    std::uint32_t b;
-    std::memcpy(&b, &x, sizeof b);
-    return b;
-  } else {
-    std::uint64_t b;
-    std::memcpy(&b, &x, sizeof b);
-    return b;
-  }
-}
 
 std::vector<double> ref1d(const std::string& fmt, std::vector<double> x, BlockStats* st = nullptr,
                           std::vector<BlockScale>* scales = nullptr, std::uint64_t seed = 0) {
@@ -249,17 +237,19 @@ TEST(BlockHand, Tiles) {
 
 TEST(BlockHand, Nvfp4) {
   // Tensor scale s = 6 / 2688 (amax 6) in fp32; block scale e4m3fn(amax_b / 6 / s).
-  std::vector<double> x(32, 0.0);
+  std::vector<double> x(48, 0.0);
   x[0] = 6.0;
   x[1] = 1.1;
   x[2] = -0.2;
   x[16] = 0.3;
   x[17] = -0.05;
+  x[32] = -1e-9;  // third block: 1e-9 / 6 / s is far below e4m3fn's smallest value, bs = 0
+  x[33] = 1e-9;
   std::vector<BlockScale> sc;
   BlockStats st;
   const auto y = ref1d("nvfp4", x, &st, &sc);
   const double s = static_cast<double>(static_cast<float>(6.0 / 2688.0));
-  ASSERT_EQ(sc.size(), 2u);
+  ASSERT_EQ(sc.size(), 3u);
   EXPECT_EQ(sc[0].value, s * 448);
   EXPECT_EQ(y[0], 6 * s * 448);  // within one fp32 rounding of 6
   EXPECT_EQ(y[1], 1.0 * s * 448);  // 1.1 / (s 448) = 1.1000..: e2m1 1
@@ -268,7 +258,14 @@ TEST(BlockHand, Nvfp4) {
   // Second block: amax 0.3 -> 0.3 / 6 / s = 22.4 -> e4m3fn 22 (step 2 in [16, 32)).
   EXPECT_EQ(sc[1].value, s * 22);
   EXPECT_EQ(y[16], quantize(0.3 / (s * 22), Format::parse("e2m1fn:sat")) * s * 22);
-  EXPECT_EQ(st.flushed, 1u);
+  // A block scale that underflows: the block becomes zeros with their signs, counted as a
+  // clamped scale and as flushed elements.
+  EXPECT_EQ(sc[2].value, 0.0);
+  EXPECT_EQ(y[32], 0.0);
+  EXPECT_TRUE(std::signbit(y[32]));
+  EXPECT_FALSE(std::signbit(y[33]));
+  EXPECT_EQ(st.scale_clamped, 1u);
+  EXPECT_EQ(st.flushed, 3u);
 }
 
 // ---- properties -------------------------------------------------------------------------
@@ -424,11 +421,6 @@ TEST(BlockLayoutTest, AxisBlocksEqualTransposedRows) {
 
 // ---- fast == reference ------------------------------------------------------------------
 
-struct LevelGuard {
-  explicit LevelGuard(SimdLevel l) { force_simd_level(l); }
-  ~LevelGuard() { reset_simd_level(); }
-};
-
 template <typename T>
 void expect_fast_equals_ref(const BlockFormat& f, const std::vector<double>& x64, const BlockLayout& layout,
                             std::uint64_t seed, int threads, bool in_place) {
@@ -537,6 +529,23 @@ TEST(BlockFast, ThreadsAndLevelsGiveTheSameBits) {
         for (int threads : {1, 2}) expect_fast_equals_ref<float>(f, x, layout, 5, threads, threads == 2);
       }
     }
+  }
+}
+
+TEST(BlockFast, ElementIndicesWrappingPast2To64) {
+  // Random bits keyed by first_index + i modulo 2^64, also where that wraps inside a chunk.
+  for (const char* name : {"hbfp4/64@sr", "mxfp4@sr8", "nvfp4@sr"}) {
+    const BlockFormat f = BlockFormat::parse(name);
+    const auto x64 = random_tensor(4096, 9);
+    std::vector<float> x(x64.begin(), x64.end()), want(x.size()), got(x.size());
+    BlockQuantizeOptions o;
+    o.key = {3, 4};
+    o.first_index = ~std::uint64_t{0} - 1000;
+    quantize_blocks_ref(f, x.data(), want.data(), BlockLayout{{x.size()}, -1}, o);
+    quantize_blocks(f, x.data(), got.data(), BlockLayout{{x.size()}, -1}, o);
+    std::size_t bad = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) bad += bits_of(got[i]) != bits_of(want[i]);
+    EXPECT_EQ(bad, 0u) << name;
   }
 }
 

@@ -163,14 +163,8 @@ MPSIM_KERNELS(double, double)
 #undef MPSIM_SCANS
 #undef MPSIM_KERNELS
 
-// 2^e as a carrier number, from its bits (e within the carrier's normal exponents).
-inline float pow2f(int e) { return from_bits<float>(static_cast<std::uint32_t>(e + 127) << 23); }
-inline double pow2d(int e) { return from_bits<double>(static_cast<std::uint64_t>(e + 1023) << 52); }
-template <typename V>
-V pow2(int e) {
-  if constexpr (std::is_same_v<V, float>) return pow2f(e);
-  else return pow2d(e);
-}
+using detail::pow2d;
+using detail::pow2f;
 
 // floor(log2 |x|) of a positive finite magnitude given by its bits: the exponent field for
 // normal numbers, ilogb for subnormals.
@@ -339,7 +333,6 @@ struct Context {
       }
     }
     scale_and_round(s.y64, s.fwd64, s.inv64, plan64, b, x, z, n, rows, s, st);
-    (void)start;
   }
 
   // Elements of block k (of the band at x) whose magnitude exceeds limit.
@@ -484,11 +477,9 @@ BlockStats nvfp4_fast(const BlockFormat& f, const T* in, T* out, const BlockLayo
         continue;
       }
       if (amax[k] == 0) ++st.zero_blocks;
-      const double bs = detail::nvfp4_block_scale(amax[k], s_tensor, e4m3fn_sat);
-      if (amax[k] > 0 && (bs == 0 || (bs == 448.0 && amax[k] / (6.0 * static_cast<double>(s_tensor)) > 448.0))) {
-        ++st.scale_clamped;
-      }
-      S[k] = static_cast<double>(s_tensor) * bs;
+      const detail::Nvfp4Scale ns = detail::nvfp4_scale(amax[k], s_tensor, e4m3fn_sat);
+      if (ns.clamped) ++st.scale_clamped;
+      S[k] = ns.S;
     }
     for_runs(g, rows, [&](std::size_t j, std::size_t c0, std::size_t c1, std::size_t k) {
       for (std::size_t c = c0; c < c1; ++c) {
@@ -497,11 +488,9 @@ BlockStats nvfp4_fast(const BlockFormat& f, const T* in, T* out, const BlockLayo
         double q;
         if (bad[k]) {
           q = std::numeric_limits<double>::quiet_NaN();
-        } else if (S[k] == 0) {
-          q = std::copysign(0.0, x);
         } else {
           q = detail::nvfp4_element(x, S[k], f.rounding(), o.first_index + e, o.key);
-          st.clipped += std::fabs(x) > 6 * S[k];
+          st.clipped += S[k] > 0 && std::fabs(x) > 6 * S[k];
         }
         out[e] = static_cast<T>(q);
         st.flushed += x != 0 && q == 0;

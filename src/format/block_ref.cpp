@@ -131,22 +131,17 @@ BlockStats reference(const BlockFormat& f, const T* in, T* out, const BlockLayou
       if (x != 0 && q == 0) ++st.flushed;
     };
     if (nv) {
-      const double bs = detail::nvfp4_block_scale(amax, s_tensor, e4m3fn_sat);
-      if (amax > 0 && (bs == 0 || bs == 448.0)) {
-        // The e4m3fn block scale saturated or underflowed (448 is also reached exactly, which
-        // is not clamping: count only quotients that really exceed it).
-        if (bs == 0 || amax / (6.0 * static_cast<double>(s_tensor)) > 448.0) ++st.scale_clamped;
-      }
-      const double S = static_cast<double>(s_tensor) * bs;  // exact: 24 + 4 significant bits
+      const detail::Nvfp4Scale ns = detail::nvfp4_scale(amax, s_tensor, e4m3fn_sat);
+      if (ns.clamped) ++st.scale_clamped;
       for (auto i : idx) {
         const double x = static_cast<double>(in[i]);
-        const double q = S == 0 ? std::copysign(0.0, x) : detail::nvfp4_element(x, S, f.rounding(), o.first_index + i, o.key);
+        const double q = detail::nvfp4_element(x, ns.S, f.rounding(), o.first_index + i, o.key);
         out[i] = static_cast<T>(q);
-        element_stats(x, q, S == 0 ? -1.0 : 6 * S);
+        element_stats(x, q, ns.S == 0 ? -1.0 : 6 * ns.S);
       }
-      sc.exponent = bs == 0 ? 0 : std::ilogb(bs);
-      sc.code = static_cast<std::uint32_t>(encode(e4m3fn_sat, bs));
-      sc.value = S;
+      sc.exponent = ns.bs == 0 ? 0 : std::ilogb(ns.bs);
+      sc.code = static_cast<std::uint32_t>(encode(e4m3fn_sat, ns.bs));
+      sc.value = ns.S;
     } else {
       int X = rule.smin;
       if (amax > 0) {

@@ -12,6 +12,10 @@
 
 namespace mpsim::detail {
 
+// 2^e from its bits (e within the type's normal exponents: -126..127 for fp32, -1022..1023).
+inline float pow2f(int e) { return std::bit_cast<float>(static_cast<std::uint32_t>(e + 127) << 23); }
+inline double pow2d(int e) { return std::bit_cast<double>(static_cast<std::uint64_t>(e + 1023) << 52); }
+
 // The constants of a format's scale rule (hbfp/mx), computed once per call.
 struct ScaleRuleParams {
   int emax = 0;          // floor(log2) of the largest element value
@@ -38,8 +42,7 @@ struct ScaleRuleParams {
     if (rule == ScaleRule::ceil) {
       // Smallest X not clipping: X or X + 1. max_elem * 2^X by a multiplication when 2^X is a
       // normal fp64 number (exact: max_elem has few bits), else by ldexp.
-      const double top = (X >= -1022 && X <= 1023) ? max_elem * std::bit_cast<double>(static_cast<std::uint64_t>(X + 1023) << 52)
-                                                   : std::ldexp(max_elem, X);
+      const double top = (X >= -1022 && X <= 1023) ? max_elem * pow2d(X) : std::ldexp(max_elem, X);
       if (amax > top) ++X;
     }
     if (X < smin) return {smin, true};
@@ -67,13 +70,30 @@ inline double nvfp4_block_scale(double amax_b, float s, const Format& e4m3fn_sat
   return quantize(amax_b / (6.0 * static_cast<double>(s)), e4m3fn_sat);
 }
 
-// One NVFP4 element: e2m1fn:sat of the exact quotient x / S (S = s * block scale > 0, an fp64
+// One NVFP4 block's scale: the e4m3fn block scale bs, the product S = s * bs (exact: 24 + 4
+// significant bits), and whether bs saturated or underflowed (counted as a clamped scale; 448
+// reached exactly is not clamping, only quotients that really exceed it).
+struct Nvfp4Scale {
+  double bs = 0;
+  double S = 0;
+  bool clamped = false;
+};
+inline Nvfp4Scale nvfp4_scale(double amax_b, float s, const Format& e4m3fn_sat) {
+  Nvfp4Scale r;
+  r.bs = nvfp4_block_scale(amax_b, s, e4m3fn_sat);
+  r.S = static_cast<double>(s) * r.bs;
+  r.clamped = amax_b > 0 && (r.bs == 0 || (r.bs == 448.0 && amax_b / (6.0 * static_cast<double>(s)) > 448.0));
+  return r;
+}
+
+// One NVFP4 element: e2m1fn:sat of the exact quotient x / S (S = s * block scale >= 0, an fp64
 // number of at most 28 significant bits), with rounding r, as a value (S * element).
 // The quotient is never formed: in the binade k of |x| / S (k = 0 for |x| < 2S) the e2m1 grid is
 // the integers z times S 2^(k-1), so the reference integer quantizer (which keeps the discarded
 // part exactly, as a fraction over the scale's odd significand) rounds |x| onto it. The code of
 // an e2m1 value in a binade has the parity of z, so rne, ro and the stochastic modes decide as
-// e2m1fn would; the sign is taken off first, with ru and rd swapped for negative x.
+// e2m1fn would; the sign is taken off first, with ru and rd swapped for negative x. S = 0 (a
+// zero tensor or block scale) gives zero with the sign of x.
 double nvfp4_element(double x, double S, const Rounding& r, std::uint64_t index, const RandomKey& key);
 
 }  // namespace mpsim::detail
