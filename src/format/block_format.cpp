@@ -33,17 +33,6 @@ constexpr MxElement kMx[] = {
 constexpr int kMaxScaleBits = 10;
 constexpr int kMaxBlock = 1 << 20;
 
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> parts;
-  std::size_t start = 0;
-  for (;;) {
-    const std::size_t pos = s.find(sep, start);
-    parts.push_back(s.substr(start, pos == std::string::npos ? std::string::npos : pos - start));
-    if (pos == std::string::npos) break;
-    start = pos + 1;
-  }
-  return parts;
-}
 
 int isqrt_exact(int n) {
   const int t = static_cast<int>(std::lround(std::sqrt(static_cast<double>(n))));
@@ -52,21 +41,11 @@ int isqrt_exact(int n) {
 
 }  // namespace
 
-bool BlockFormat::is_block_format(std::string_view text) {
-  const std::string s = detail::lowercase(text);
-  return s.find('/') != std::string::npos || s.rfind("hbfp", 0) == 0 || s.rfind("mx", 0) == 0 ||
-         s.rfind("nvfp4", 0) == 0;
-}
+bool BlockFormat::is_block_format(std::string_view text) { return detail::spelled_as_block_format(text); }
 
 BlockFormat BlockFormat::parse(std::string_view raw) {
   if (raw.empty()) fail(raw, "empty string");
-  for (char c : raw) {
-    const auto u = static_cast<unsigned char>(c);
-    if (std::isspace(u) || c == ',' || c == ';' || c == '|' || c == '#' || u < 0x20 || u >= 0x7f) {
-      fail(raw, std::string("character '") + (std::isspace(u) ? std::string("whitespace") : std::string(1, c)) +
-                    "' is not allowed in a format string");
-    }
-  }
+  if (const auto bad = detail::disallowed_character(raw)) fail(raw, *bad);
   std::string body = detail::lowercase(raw);
   BlockFormat f;
   if (const auto at = body.find('@'); at != std::string::npos) {
@@ -82,7 +61,7 @@ BlockFormat BlockFormat::parse(std::string_view raw) {
       fail(raw, "'hyst' rounding applies to weight updates of element formats, not to block formats");
     }
   }
-  std::vector<std::string> parts = split(body, ':');
+  std::vector<std::string> parts = detail::split(body, ':');
   const std::string head = parts.front();
   parts.erase(parts.begin());
 

@@ -109,18 +109,6 @@ constexpr CfgVariant kCfg[] = {
   throw FormatError("format '" + std::string(whole) + "': " + what);
 }
 
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> parts;
-  std::size_t start = 0;
-  for (;;) {
-    std::size_t pos = s.find(sep, start);
-    parts.push_back(s.substr(start, pos == std::string::npos ? std::string::npos : pos - start));
-    if (pos == std::string::npos) break;
-    start = pos + 1;
-  }
-  return parts;
-}
-
 // Checks that a float format has finite nonzero values and that all of them are fp64 numbers.
 void validate_float(std::string_view whole, const FloatSpec& s) {
   if (s.exp_bits < 1 || s.exp_bits > 11) fail(whole, "exponent bits must be 1..11 (fp64 carrier), got " + std::to_string(s.exp_bits));
@@ -335,18 +323,13 @@ int Format::bits() const {
 
 Format Format::parse(std::string_view raw) {
   if (raw.empty()) throw FormatError("empty format string: expected e.g. fp16, e4m3fn, e5m2:cfg5, q8.13 or int8");
-  for (char c : raw) {
-    const auto u = static_cast<unsigned char>(c);
-    if (std::isspace(u) || c == ',' || c == ';' || c == '|' || c == '#' || u < 0x20 || u >= 0x7f) {
-      fail(raw, std::string("character '") + (std::isspace(u) ? std::string("whitespace") : std::string(1, c)) + "' is not allowed in a format string");
-    }
-  }
+  if (const auto bad = detail::disallowed_character(raw)) fail(raw, *bad);
   std::string body = detail::lowercase(raw);
   const Rounding rnd = split_rounding(raw, body);
-  if (body.find('/') != std::string::npos || body.rfind("hbfp", 0) == 0 || body.rfind("mx", 0) == 0 || body.rfind("nvfp4", 0) == 0) {
+  if (detail::spelled_as_block_format(body)) {
     fail(raw, "this is a block format (hbfp, mx, nvfp4), which quantizes whole blocks of a tensor; an element format is expected here (block formats: BlockFormat::parse, docs/formats.md section 11)");
   }
-  std::vector<std::string> parts = split(body, ':');
+  std::vector<std::string> parts = detail::split(body, ':');
   const std::string head = parts.front();
   parts.erase(parts.begin());
   for (const auto& p : parts) {

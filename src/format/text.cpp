@@ -59,4 +59,32 @@ std::string shortest(double v) {
   return std::string(buf, p);
 }
 
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> parts;
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t pos = s.find(sep, start);
+    parts.push_back(s.substr(start, pos == std::string::npos ? std::string::npos : pos - start));
+    if (pos == std::string::npos) break;
+    start = pos + 1;
+  }
+  return parts;
+}
+
+std::optional<std::string> disallowed_character(std::string_view s) {
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (std::isspace(u) || c == ',' || c == ';' || c == '|' || c == '#' || u < 0x20 || u >= 0x7f) {
+      return std::string("character '") + (std::isspace(u) ? std::string("whitespace") : std::string(1, c)) +
+             "' is not allowed in a format string";
+    }
+  }
+  return std::nullopt;
+}
+
+bool spelled_as_block_format(std::string_view text) {
+  const std::string s = lowercase(text);
+  return s.find('/') != std::string::npos || s.rfind("hbfp", 0) == 0 || s.rfind("mx", 0) == 0 || s.rfind("nvfp4", 0) == 0;
+}
+
 }  // namespace mpsim::detail

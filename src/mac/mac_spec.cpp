@@ -27,14 +27,6 @@ std::vector<std::string_view> split_items(std::string_view text) {
   return items;
 }
 
-// The block formats of the format grammar (docs/formats.md 1.1): recognised by their spelling
-// so that the message can say what is missing, whatever Format::parse says about them.
-bool looks_like_block(std::string_view value) {
-  const std::string v = detail::lowercase(value);
-  return v.find('/') != std::string::npos || v.rfind("hbfp", 0) == 0 || v.rfind("mx", 0) == 0 ||
-         v.rfind("nvfp4", 0) == 0;
-}
-
 enum class Role { input, product, accumulator, output };
 
 std::string item_text(std::string_view key, const Format& f) { return std::string(key) + "=" + f.to_string(); }
@@ -63,7 +55,9 @@ void check_format(std::string_view key, const Format& f, Role role) {
 }
 
 Format parse_format_item(std::string_view item, std::string_view value, Role role) {
-  if (looks_like_block(value)) {
+  // Block formats are recognised by their spelling, so that the message can say what is
+  // missing, whatever Format::parse says about them.
+  if (detail::spelled_as_block_format(value)) {
     if (role == Role::input) fail(item, "block-format inputs are not supported by the reference yet");
     fail(item, "a block format can only be a multiplier input (in=, a=, b=), not a product, accumulator or output format");
   }
