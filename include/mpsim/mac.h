@@ -127,6 +127,10 @@ struct BiasView {
   const double* data = nullptr;
   std::ptrdiff_t row_stride = 0;
   std::ptrdiff_t col_stride = 0;
+
+  double at(std::size_t i, std::size_t j) const {
+    return data ? data[static_cast<std::ptrdiff_t>(i) * row_stride + static_cast<std::ptrdiff_t>(j) * col_stride] : 0.0;
+  }
 };
 
 // Throws MacSpecError for an invalid spec and std::invalid_argument for bad shapes

@@ -60,12 +60,10 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
     for (std::size_t j = 0; j < n; ++j) Bp[((j / width) * k + p) * width + j % width] = static_cast<L>(b[p * n + j]);
   }
   // The bias, rounded into the accumulator (to nearest-even: its random key plays no part).
-  const BiasView bias = o.bias;
   std::vector<double> c0(m * n, 0.0);
-  if (bias.data) {
+  if (o.bias.data) {
     for (std::size_t i = 0; i < m; ++i)
-      for (std::size_t j = 0; j < n; ++j)
-        c0[i * n + j] = bias.data[static_cast<std::ptrdiff_t>(i) * bias.row_stride + static_cast<std::ptrdiff_t>(j) * bias.col_stride];
+      for (std::size_t j = 0; j < n; ++j) c0[i * n + j] = o.bias.at(i, j);
   }
   quantize_array(c0.data(), c0.data(), c0.size(), acc, qo);
   for (std::size_t i = 0; i < m * n; ++i) Cp[i] = static_cast<L>(c0[i]);
@@ -104,15 +102,14 @@ void gemm(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::siz
     return;
   }
   const detail::GemmOperands<double> ops{op, A, lda, B, ldb};
-  const BiasView bias = o.bias;
   const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
   const auto rows = static_cast<std::int64_t>(m);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1 && m > 1)
   for (std::int64_t si = 0; si < rows; ++si) {
     const auto i = static_cast<std::size_t>(si);
     for (std::size_t j = 0; j < n; ++j) {
-      const double b0 = bias.data ? bias.data[si * bias.row_stride + static_cast<std::ptrdiff_t>(j) * bias.col_stride] : 0.0;
-      C[i * ldc + j] = dot_ref(spec, k, ops.a_row(i), ops.a_step(), ops.b_col(j), ops.b_step(), b0, o.random, i * n + j).value;
+      C[i * ldc + j] =
+          dot_ref(spec, k, ops.a_row(i), ops.a_step(), ops.b_col(j), ops.b_step(), o.bias.at(i, j), o.random, i * n + j).value;
     }
   }
 }

@@ -14,11 +14,9 @@ void gemm_ref(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std:
   spec.validate();
   detail::check_gemm_shape(op, m, n, k, lda, ldb, ldc);
   const detail::GemmOperands<double> ops{op, A, lda, B, ldb};
-  const auto sd = [](std::size_t v) { return static_cast<std::ptrdiff_t>(v); };
   for (std::size_t i = 0; i < m; ++i) {
     for (std::size_t j = 0; j < n; ++j) {
-      const double b0 = bias.data ? bias.data[sd(i) * bias.row_stride + sd(j) * bias.col_stride] : 0.0;
-      C[i * ldc + j] = dot_ref(spec, k, ops.a_row(i), ops.a_step(), ops.b_col(j), ops.b_step(), b0, rnd, i * n + j).value;
+      C[i * ldc + j] = dot_ref(spec, k, ops.a_row(i), ops.a_step(), ops.b_col(j), ops.b_step(), bias.at(i, j), rnd, i * n + j).value;
     }
   }
 }
