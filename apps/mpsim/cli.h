@@ -34,9 +34,8 @@ Runner add_gemm_command(CLI::App& app);
 // bad token (with FILE:LINE) and std::runtime_error for an unreadable file.
 std::vector<std::pair<std::string, double>> read_values(const std::vector<std::string>& values, const std::string& file);
 
-// `mpsim format` and `mpsim quantize` for block formats (cmd_block.cpp).
-int run_block_format(const std::string& format, bool table, bool json);
-struct BlockQuantizeArgs {
+// The options of `mpsim quantize` (element and block formats alike).
+struct QuantizeArgs {
   std::string format;
   std::vector<std::string> values;
   std::string file;
@@ -47,7 +46,9 @@ struct BlockQuantizeArgs {
   std::vector<std::size_t> shape;
   int axis = -1;
 };
-int run_block_quantize(const BlockQuantizeArgs& a);
+// `mpsim format` and `mpsim quantize` for block formats (cmd_block.cpp).
+int run_block_format(const std::string& format, bool table, bool json);
+int run_block_quantize(const QuantizeArgs& a);
 
 // `mpsim bench gemm` (bench_gemm.cpp).
 struct BenchGemmOptions {

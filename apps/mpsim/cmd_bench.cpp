@@ -149,32 +149,36 @@ int run_bench_quantize(const BenchOptions& o) {
 Runner add_bench_command(CLI::App& app) {
   auto* bench = app.add_subcommand("bench", "Measure the speed of mpsim's kernels on this machine.");
   bench->require_subcommand(1);
+  // `quantize` and `blocks` time the same way (run_bench_quantize); they differ in their defaults.
+  const auto add_array_bench = [bench](const char* name, const char* description, BenchOptions& o,
+                                       const char* formats_help, const char* modes_help, const char* footer) {
+    auto* cmd = bench->add_subcommand(name, description);
+    cmd->add_option("--formats", o.formats, formats_help);
+    cmd->add_option("--modes", o.modes, modes_help);
+    cmd->add_option("--n", o.n, "Elements in the array (default 16384: 64 KiB each way)");
+    cmd->add_option("--reps", o.reps, "Repetitions; the median is reported (default 31)");
+    cmd->add_option("--level", o.level, "Force an instruction set: scalar, avx2 or avx512 (default: the best available)");
+    cmd->add_flag("--json", o.json, "Machine-readable output");
+    cmd->footer(footer);
+    return cmd;
+  };
   auto o = std::make_shared<BenchOptions>();
-  auto* q = bench->add_subcommand(
+  auto* q = add_array_bench(
       "quantize",
       "ns per element of quantize_array (fp32 in and out, one thread, an L2-resident array), next to a plain "
-      "copy of the same array timed in the same run, and their ratio. Medians over repetitions.");
-  q->add_option("--formats", o->formats, "Formats to time (default: e4m3fn e5m2 fp16 bf16)");
-  q->add_option("--modes", o->modes, "Rounding modes to time (default: rne sr)");
-  q->add_option("--n", o->n, "Elements in the array (default 16384: 64 KiB each way)");
-  q->add_option("--reps", o->reps, "Repetitions; the median is reported (default 31)");
-  q->add_option("--level", o->level, "Force an instruction set: scalar, avx2 or avx512 (default: the best available)");
-  q->add_flag("--json", o->json, "Machine-readable output");
-  q->footer("Example:\n  mpsim bench quantize\n  mpsim bench quantize --formats e4m3fn --modes rne sr sr8 --level avx2 --json\n"
-            "Block formats may be listed too (blocks along the array).");
+      "copy of the same array timed in the same run, and their ratio. Medians over repetitions.",
+      *o, "Formats to time (default: e4m3fn e5m2 fp16 bf16)", "Rounding modes to time (default: rne sr)",
+      "Example:\n  mpsim bench quantize\n  mpsim bench quantize --formats e4m3fn --modes rne sr sr8 --level avx2 --json\n"
+      "Block formats may be listed too (blocks along the array).");
   auto ob = std::make_shared<BenchOptions>();
   ob->formats = {"hbfp4/64", "hbfp6/64", "mxfp8_e4m3", "mxfp4"};
-  auto* b = bench->add_subcommand(
+  auto* b = add_array_bench(
       "blocks",
       "ns per element of quantize_blocks (fp32 in and out, blocks along a 1-D array, one thread, L2-resident), "
-      "next to a plain copy of the same array timed in the same run, and their ratio. Medians over repetitions.");
-  b->add_option("--formats", ob->formats, "Block formats to time (default: hbfp4/64 hbfp6/64 mxfp8_e4m3 mxfp4)");
-  b->add_option("--modes", ob->modes, "Rounding modes of the elements (default: rne sr)");
-  b->add_option("--n", ob->n, "Elements in the array (default 16384: 64 KiB each way)");
-  b->add_option("--reps", ob->reps, "Repetitions; the median is reported (default 31)");
-  b->add_option("--level", ob->level, "Force an instruction set: scalar, avx2 or avx512 (default: the best available)");
-  b->add_flag("--json", ob->json, "Machine-readable output");
-  b->footer("Example:\n  mpsim bench blocks\n  mpsim bench blocks --formats hbfp4/64 nvfp4 --modes rne --json");
+      "next to a plain copy of the same array timed in the same run, and their ratio. Medians over repetitions.",
+      *ob, "Block formats to time (default: hbfp4/64 hbfp6/64 mxfp8_e4m3 mxfp4)",
+      "Rounding modes of the elements (default: rne sr)",
+      "Example:\n  mpsim bench blocks\n  mpsim bench blocks --formats hbfp4/64 nvfp4 --modes rne --json");
   auto og = std::make_shared<BenchGemmOptions>();
   auto* g = bench->add_subcommand(
       "gemm",

@@ -52,7 +52,9 @@ std::string rule_words(const BlockFormat& f) {
   return fmt::format("floor: X = floor(log2 amax) - {} (OCP MX; may clip the block maximum, which saturates)", f.element_emax());
 }
 
-int run_block_format_impl(const std::string& text, bool table, bool json) {
+}  // namespace
+
+int run_block_format(const std::string& text, bool table, bool json) {
   const BlockFormat f = BlockFormat::parse(text);
   const Format e = f.element_format();
   const FormatInfo ei = describe(e);
@@ -118,6 +120,8 @@ int run_block_format_impl(const std::string& text, bool table, bool json) {
   return kOk;
 }
 
+namespace {
+
 // The block of each element (row-major block numbering, as BlockScale lists are ordered).
 std::vector<std::size_t> block_of_elements(const BlockFormat& f, const BlockLayout& l, std::size_t n) {
   std::vector<std::size_t> b(n);
@@ -143,7 +147,9 @@ std::vector<std::size_t> block_of_elements(const BlockFormat& f, const BlockLayo
   return b;
 }
 
-int run_block_quantize_impl(const BlockQuantizeArgs& a) {
+}  // namespace
+
+int run_block_quantize(const QuantizeArgs& a) {
   const BlockFormat f = BlockFormat::parse(a.format);
   if (a.carrier != "fp32" && a.carrier != "fp64") throw UsageError("--carrier must be fp32 or fp64, got '" + a.carrier + "'");
   const bool fp32 = a.carrier == "fp32";
@@ -220,10 +226,5 @@ int run_block_quantize_impl(const BlockQuantizeArgs& a) {
              f.to_string(), st.blocks, st.zero_blocks, st.nan_blocks, st.clipped, st.flushed, st.scale_clamped, f.bits_per_element());
   return kOk;
 }
-
-}  // namespace
-
-int run_block_format(const std::string& format, bool table, bool json) { return run_block_format_impl(format, table, json); }
-int run_block_quantize(const BlockQuantizeArgs& a) { return run_block_quantize_impl(a); }
 
 }  // namespace mpsim::cli

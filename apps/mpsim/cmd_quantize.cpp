@@ -15,18 +15,6 @@ namespace mpsim::cli {
 
 namespace {
 
-struct QuantizeOptions {
-  std::string format;
-  std::vector<std::string> values;
-  std::string file;
-  bool json = false;
-  std::uint64_t seed = 0;
-  std::uint32_t stream = 0;
-  std::string carrier = "fp64";
-  std::vector<std::size_t> shape;
-  int axis = -1;
-};
-
 std::string flag_words(const QuantFlags& f) {
   std::string s;
   auto add = [&](bool on, const char* w) {
@@ -43,9 +31,9 @@ std::string flag_words(const QuantFlags& f) {
 
 std::string num_g(double v) { return std::isfinite(v) ? fmt::format("{:.6g}", v) : num(v); }
 
-int run_quantize(const QuantizeOptions& o) {
+int run_quantize(const QuantizeArgs& o) {
   if (BlockFormat::is_block_format(o.format)) {
-    return run_block_quantize(BlockQuantizeArgs{o.format, o.values, o.file, o.json, o.seed, o.stream, o.carrier, o.shape, o.axis});
+    return run_block_quantize(o);
   }
   if (!o.shape.empty() || o.axis != -1) throw UsageError("--shape and --axis apply to block formats only");
   const Format f = Format::parse(o.format);
@@ -101,7 +89,7 @@ int run_quantize(const QuantizeOptions& o) {
 }  // namespace
 
 Runner add_quantize_command(CLI::App& app) {
-  auto o = std::make_shared<QuantizeOptions>();
+  auto o = std::make_shared<QuantizeArgs>();
   auto* cmd = app.add_subcommand("quantize", "Round numbers into a format; print result, code, absolute and relative error.");
   cmd->footer(
       "Examples:\n"
