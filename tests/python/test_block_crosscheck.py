@@ -62,15 +62,11 @@ Requirements: the mpsim binary (env MPSIM_BIN, default <repo>/build/mpsim) and n
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
 import subprocess
-import threading
-import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -78,6 +74,7 @@ from types import SimpleNamespace
 from typing import Callable
 
 import pytest
+from mpsim_jobs import QuantizeJobs
 
 try:
     import numpy as np
@@ -262,27 +259,6 @@ def _jobs():
     yield "main", "rne", "floor", "fp32"
 
 
-# Starting processes from several threads at once has failed here with "OSError: [Errno 14]
-# Bad address" from the child's exec (an intermittent fault of the sandbox's fork/exec under
-# threads, seen once in a CI run, never a fault of mpsim). Processes are therefore started one
-# at a time (they still run concurrently), and a start that fails with EFAULT is retried.
-_SPAWN_LOCK = threading.Lock()
-
-
-def _spawn_and_wait(cmd, **kwargs) -> subprocess.CompletedProcess:
-    for attempt in range(3):
-        try:
-            with _SPAWN_LOCK:
-                proc = subprocess.Popen(cmd, **kwargs)
-            break
-        except OSError as e:
-            if e.errno != errno.EFAULT or attempt == 2:
-                raise
-            time.sleep(0.2)
-    out, err = proc.communicate()
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-
-
 class MpsimRunner:
     """Runs the `mpsim quantize` jobs on a small thread pool (mpsim writes its JSON to a file, so it
     never waits for Python).  All jobs are submitted, format by format in test order, when the first
@@ -290,19 +266,8 @@ class MpsimRunner:
 
     def __init__(self, workdir: Path):
         self.workdir = workdir
-        self.pool = ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2)))
-        self.futures: dict = {}
-
-    def _job(self, fmt: str, inp: Path, carrier: str):
-        out = inp.with_name(f"{inp.stem}-{fmt.replace(':', '_').replace('@', '_')}-{carrier}.json")
-        cmd = [str(MPSIM_BIN), "quantize", fmt, "--file", str(inp), "--json", "--carrier", carrier]
-        with open(out, "wb") as f:
-            r = _spawn_and_wait(cmd, stdout=f, stderr=subprocess.PIPE)
-        if r.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.decode()}")
-        text = out.read_bytes()
-        out.unlink()
-        return _parse_quantize(text)
+        self.jobs = QuantizeJobs(MPSIM_BIN, _parse_quantize)
+        self.submitted = False
 
     def _submit_all(self):
         for name in FORMAT_NAMES:
@@ -312,20 +277,20 @@ class MpsimRunner:
                 if not inp.exists():
                     vals = s[kind].ravel()[:-(BLOCK - PARTIAL)]  # the last block is partial
                     inp.write_text("\n".join(map(float.hex, vals.tolist())) + "\n")
-                self.futures[name, kind, mode, rule, carrier] = self.pool.submit(
-                    self._job, _fmt_string(name, mode, rule), inp, carrier)
+                self.jobs.submit((name, kind, mode, rule, carrier), _fmt_string(name, mode, rule), inp, carrier)
+        self.submitted = True
 
     def get(self, name, kind, mode, rule="floor", carrier="fp64"):
-        if not self.futures:
+        if not self.submitted:
             self._submit_all()
-        return self.futures[name, kind, mode, rule, carrier].result()
+        return self.jobs.result((name, kind, mode, rule, carrier))
 
 
 @pytest.fixture(scope="module")
 def mpsim(tmp_path_factory):
     runner = MpsimRunner(tmp_path_factory.mktemp("block_crosscheck"))
     yield runner
-    runner.pool.shutdown(wait=True, cancel_futures=True)
+    runner.jobs.shutdown()
 
 
 # ------------------------------------------------------------------------------------------

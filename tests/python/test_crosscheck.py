@@ -43,14 +43,10 @@ gfloat (scripts/requirements-test.txt).  If any is missing every test FAILS (CI 
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import subprocess
-import threading
-import time
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -58,6 +54,7 @@ from types import SimpleNamespace
 from typing import Callable
 
 import pytest
+from mpsim_jobs import QuantizeJobs
 
 try:
     import numpy as np
@@ -239,27 +236,6 @@ def _parse_quantize(out: bytes):
     return result, code
 
 
-# Starting processes from several threads at once has failed here with "OSError: [Errno 14]
-# Bad address" from the child's exec (an intermittent fault of the sandbox's fork/exec under
-# threads, seen once in a CI run, never a fault of mpsim). Processes are therefore started one
-# at a time (they still run concurrently), and a start that fails with EFAULT is retried.
-_SPAWN_LOCK = threading.Lock()
-
-
-def _spawn_and_wait(cmd, **kwargs) -> subprocess.CompletedProcess:
-    for attempt in range(3):
-        try:
-            with _SPAWN_LOCK:
-                proc = subprocess.Popen(cmd, **kwargs)
-            break
-        except OSError as e:
-            if e.errno != errno.EFAULT or attempt == 2:
-                raise
-            time.sleep(0.2)
-    out, err = proc.communicate()
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-
-
 class MpsimRunner:
     """Runs the `mpsim quantize` jobs on a small thread pool (mpsim writes its JSON to a file, so
     it never waits for Python). All jobs are submitted, preset by preset in test order, when the
@@ -267,19 +243,8 @@ class MpsimRunner:
 
     def __init__(self, workdir: Path):
         self.workdir = workdir
-        self.pool = ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2)))
-        self.futures: dict = {}
-
-    def _job(self, fmt: str, inp: Path, carrier: str):
-        out = inp.with_name(f"{inp.stem}-{fmt.replace(':', '_').replace('@', '_')}-{carrier}.json")
-        cmd = [str(MPSIM_BIN), "quantize", fmt, "--file", str(inp), "--json", "--carrier", carrier]
-        with open(out, "wb") as f:
-            r = _spawn_and_wait(cmd, stdout=f, stderr=subprocess.PIPE)
-        if r.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.decode()}")
-        text = out.read_bytes()
-        out.unlink()
-        return _parse_quantize(text)
+        self.jobs = QuantizeJobs(MPSIM_BIN, _parse_quantize)
+        self.submitted = False
 
     def _submit_all(self):
         for name in PRESET_NAMES:
@@ -289,13 +254,13 @@ class MpsimRunner:
                 if not inp.exists():
                     inp.write_text("\n".join(map(float.hex, s[kind].tolist())) + "\n")
                 fmt = f"{name}{':sat' if sat else ''}@{mode}"
-                self.futures[name, kind, mode, sat, carrier] = self.pool.submit(
-                    self._job, fmt, inp, carrier)
+                self.jobs.submit((name, kind, mode, sat, carrier), fmt, inp, carrier)
+        self.submitted = True
 
     def get(self, name, kind, mode, sat=False, carrier="fp64"):
-        if not self.futures:
+        if not self.submitted:
             self._submit_all()
-        return self.futures[name, kind, mode, sat, carrier].result()
+        return self.jobs.result((name, kind, mode, sat, carrier))
 
 
 def _jobs():
@@ -314,7 +279,7 @@ def _jobs():
 def mpsim(tmp_path_factory):
     runner = MpsimRunner(tmp_path_factory.mktemp("crosscheck"))
     yield runner
-    runner.pool.shutdown(wait=True, cancel_futures=True)
+    runner.jobs.shutdown()
 
 
 # ------------------------------------------------------------------------------------------
