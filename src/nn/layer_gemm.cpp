@@ -1,0 +1,66 @@
+#include "src/nn/layer_gemm.h"
+
+#include <cblas.h>
+
+#include <string>
+#include <vector>
+
+#include "mpsim/gemm.h"
+#include "mpsim/quantize.h"
+
+namespace mpsim::detail {
+
+namespace {
+
+void fill_bias(std::size_t m, std::size_t n, float* C, std::size_t ldc, const float* bias, BiasAxis axis) {
+  for (std::size_t i = 0; i < m; ++i) {
+    for (std::size_t j = 0; j < n; ++j) {
+      C[i * ldc + j] = axis == BiasAxis::row ? bias[i] : axis == BiasAxis::col ? bias[j] : 0.0f;
+    }
+  }
+}
+
+int to_int(std::size_t v) { return static_cast<int>(v); }
+
+}  // namespace
+
+void layer_gemm(const std::optional<MacSpec>& spec, GemmOp op, std::size_t m, std::size_t n, std::size_t k,
+                const float* A, std::size_t lda, const float* B, std::size_t ldb, float* C, std::size_t ldc,
+                const float* bias, BiasAxis axis, const MacRandom& rnd, int threads) {
+  if (bias == nullptr) axis = BiasAxis::none;
+  if (m == 0 || n == 0) return;
+  if (!spec) {
+    fill_bias(m, n, C, ldc, bias, axis);
+    if (k == 0) return;
+    if (threads > 0) openblas_set_num_threads(threads);
+    const CBLAS_TRANSPOSE ta = op == GemmOp::tn ? CblasTrans : CblasNoTrans;
+    const CBLAS_TRANSPOSE tb = op == GemmOp::nt ? CblasTrans : CblasNoTrans;
+    cblas_sgemm(CblasRowMajor, ta, tb, to_int(m), to_int(n), to_int(k), 1.0f, A, to_int(lda), B, to_int(ldb), 1.0f, C,
+                to_int(ldc));
+    return;
+  }
+  std::vector<double> bias64;
+  GemmOptions o;
+  o.random = rnd;
+  o.threads = threads;
+  if (axis != BiasAxis::none) {
+    const std::size_t count = axis == BiasAxis::row ? m : n;
+    bias64.assign(bias, bias + count);
+    o.bias.data = bias64.data();
+    o.bias.row_stride = axis == BiasAxis::row ? 1 : 0;
+    o.bias.col_stride = axis == BiasAxis::col ? 1 : 0;
+  }
+  gemm(*spec, op, m, n, k, A, lda, B, ldb, C, ldc, o);
+}
+
+void check_ones_operand(const std::optional<MacSpec>& spec, const std::string& layer) {
+  if (!spec) return;
+  for (const Format* f : {&spec->a, &spec->b}) {
+    if (quantize(1.0, *f) != 1.0) {
+      throw MacSpecError("layer " + layer + ": the bias gradient multiplies by 1, which input format " + f->to_string() +
+                         " cannot hold exactly; give this layer no bias or another input format");
+    }
+  }
+}
+
+}  // namespace mpsim::detail
