@@ -28,6 +28,8 @@ Runner add_quantize_command(CLI::App& app);
 Runner add_demo_command(CLI::App& app);
 Runner add_bench_command(CLI::App& app);
 Runner add_gemm_command(CLI::App& app);
+Runner add_train_command(CLI::App& app);
+Runner add_eval_command(CLI::App& app);
 
 // The numbers of `mpsim quantize`: each of `values`, then FILE's lines (one number per line,
 // blank lines and '#' comments skipped), as (text, fp64 value). Throws UsageError naming the
@@ -60,6 +62,9 @@ struct BenchGemmOptions {
   bool json = false;
 };
 int run_bench_gemm(const BenchGemmOptions& o);
+
+// `mpsim bench train` (bench_train.cpp): registers the subcommand on `bench`, sets `run`.
+CLI::App* add_bench_train_command(CLI::App& bench, Runner& run);
 
 // Shortest decimal that reads back to the same double; inf, -inf, nan spelled out.
 std::string num(double v);

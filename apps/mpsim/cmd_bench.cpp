@@ -192,11 +192,14 @@ Runner add_bench_command(CLI::App& app) {
   g->footer("Example:\n  mpsim bench gemm\n  mpsim bench gemm --batch 16 --threads 1 --mac \"in=bf16 acc=fp32\" --json\n"
             "OpenBLAS (OpenMP build) runs with the same thread count; its results are reproducible only for a\n"
             "fixed thread count, the emulated GEMMs for any.");
-  return [o, q, ob, b, og, g] {
+  auto run_train = std::make_shared<Runner>();
+  CLI::App* t = add_bench_train_command(*bench, *run_train);
+  return [o, q, ob, b, og, g, t, run_train] {
+    if (t->parsed()) return (*run_train)();
     if (q->parsed()) return run_bench_quantize(*o);
     if (b->parsed()) return run_bench_quantize(*ob);
     if (g->parsed()) return run_bench_gemm(*og);
-    throw UsageError("bench: name what to measure, e.g. 'mpsim bench quantize', 'mpsim bench blocks' or 'mpsim bench gemm'");
+    throw UsageError("bench: name what to measure, e.g. 'mpsim bench quantize', 'mpsim bench blocks', 'mpsim bench gemm' or 'mpsim bench train'");
   };
 }
 

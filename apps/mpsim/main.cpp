@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
   add(&add_demo_command, "demo");
   add(&add_gemm_command, "gemm");
   add(&add_bench_command, "bench");
+  add(&add_train_command, "train");
+  add(&add_eval_command, "eval");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -179,7 +179,8 @@ class ReLU : public Layer {
   Tensor backward(const Tensor& dy, const StepContext& ctx) override;
 
  private:
-  Tensor y_;
+  Tensor y_;            // output of the last training forward: no gradient where y <= 0
+  bool saved_ = false;  // whether y_ belongs to a training forward (backward needs one)
 };
 
 // Max pooling over kernel x kernel windows with a stride (no padding); the gradient goes to
@@ -240,7 +241,8 @@ class Flatten : public Layer {
 
 // Zeroes each element with probability p in training (inverted dropout: survivors scaled by
 // 1/(1-p)); the identity in eval. The mask of element i at a step is a pure function of
-// (seed, step, layer id, i).
+// (seed, step, layer id, i): element i is dropped iff random_word(layer_random_key(ctx, id), i, 0)
+// < p * 2^32 (docs/nn.md). p outside [0, 1) throws std::invalid_argument.
 class Dropout : public Layer {
  public:
   Dropout(std::string name, float p);
@@ -251,6 +253,11 @@ class Dropout : public Layer {
 
  private:
   float p_;
+  float scale_;  // 1 / (1 - p) rounded once to float, as PyTorch's scale
+  // What the last forward left for backward: nothing (eval or no forward), the identity
+  // (training with p == 0), or the keep mask (1 = kept) of shape shape_.
+  enum class Saved : std::uint8_t { none, identity, mask } saved_ = Saved::none;
+  Shape shape_;
   std::vector<std::uint8_t> mask_;
 };
 

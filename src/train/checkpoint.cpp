@@ -1,0 +1,160 @@
+#include "mpsim/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace mpsim {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Flushes a directory entry (a rename inside it) to disk; failures to open are ignored on file
+// systems that do not support it.
+void sync_path(const fs::path& p) {
+  const int fd = ::open(p.c_str(), O_RDONLY);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+std::string epoch_dir_name(std::uint64_t epoch) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "epoch-%04llu", static_cast<unsigned long long>(epoch));
+  return buf;
+}
+
+std::uint64_t read_number(const std::map<std::string, std::string>& meta, const std::string& key, const std::string& where) {
+  const auto it = meta.find(key);
+  if (it == meta.end()) throw CheckpointError(where + ": metadata has no '" + key + "'");
+  try {
+    std::size_t used = 0;
+    const unsigned long long v = std::stoull(it->second, &used);
+    if (used != it->second.size()) throw std::invalid_argument("trailing text");
+    return v;
+  } catch (const std::exception&) {
+    throw CheckpointError(where + ": metadata '" + key + "' is not a number: " + it->second);
+  }
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& run_dir, const Checkpoint& c) {
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  if (ec) throw CheckpointError(root.string() + ": cannot create: " + ec.message());
+  const std::optional<std::string> previous = latest_checkpoint(run_dir);
+  const std::string name = epoch_dir_name(c.epoch);
+  const fs::path final_dir = root / name;
+  const fs::path tmp = root / (name + ".tmp-" + std::to_string(::getpid()));
+  fs::remove_all(tmp, ec);
+  fs::create_directory(tmp, ec);
+  if (ec) throw CheckpointError(tmp.string() + ": cannot create: " + ec.message());
+  try {
+    TensorFile state = c.state;
+    state.metadata["epoch"] = std::to_string(c.epoch);
+    state.metadata["step"] = std::to_string(c.step);
+    write_safetensors((tmp / "model.safetensors").string(), c.model);
+    write_safetensors((tmp / "state.safetensors").string(), state);
+  } catch (const std::exception& e) {
+    fs::remove_all(tmp, ec);
+    throw CheckpointError(std::string("writing checkpoint: ") + e.what());
+  }
+  sync_path(tmp);
+  // A directory of this name that `latest` does not point to is left over (a run resumed
+  // from an earlier checkpoint): replace it.
+  if (fs::exists(final_dir) && (!previous || fs::path(*previous) != final_dir)) fs::remove_all(final_dir, ec);
+  fs::rename(tmp, final_dir, ec);
+  if (ec) {
+    fs::remove_all(tmp, ec);
+    throw CheckpointError(final_dir.string() + ": cannot move the new checkpoint into place");
+  }
+  sync_path(root);
+  // `latest` is replaced by rename, so it always names a complete checkpoint.
+  const fs::path latest_tmp = root / ("latest.tmp-" + std::to_string(::getpid()));
+  {
+    std::ofstream out(latest_tmp, std::ios::trunc);
+    out << name << "\n";
+    out.flush();
+    if (!out) throw CheckpointError(latest_tmp.string() + ": cannot write");
+  }
+  {
+    const int fd = ::open(latest_tmp.c_str(), O_RDONLY);
+    if (fd >= 0) ::fsync(fd), ::close(fd);
+  }
+  fs::rename(latest_tmp, root / "latest", ec);
+  if (ec) throw CheckpointError((root / "latest").string() + ": cannot update: " + ec.message());
+  sync_path(root);
+  if (previous && fs::path(*previous) != final_dir) fs::remove_all(*previous, ec);
+  // Left-overs of processes killed while writing.
+  for (const auto& entry : fs::directory_iterator(root, ec)) {
+    const std::string n = entry.path().filename().string();
+    if (n.find(".tmp-") != std::string::npos) fs::remove_all(entry.path(), ec);
+  }
+  return final_dir.string();
+}
+
+std::optional<std::string> latest_checkpoint(const std::string& run_dir) {
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  std::ifstream in(root / "latest");
+  std::string name;
+  if (!in || !std::getline(in, name) || name.empty()) return std::nullopt;
+  return (root / name).string();
+}
+
+Checkpoint load_checkpoint(const std::string& path) {
+  fs::path dir = path;
+  if (!fs::exists(dir / "model.safetensors")) {
+    const std::optional<std::string> latest = latest_checkpoint(path);
+    if (!fs::is_directory(dir)) throw CheckpointError(path + ": no such checkpoint or run directory");
+    if (!latest) throw CheckpointError(path + ": neither a checkpoint (no model.safetensors) nor a run directory with checkpoints/latest");
+    dir = *latest;
+  }
+  Checkpoint c;
+  try {
+    c.model = read_safetensors((dir / "model.safetensors").string());
+    c.state = read_safetensors((dir / "state.safetensors").string());
+  } catch (const std::exception& e) {
+    throw CheckpointError(e.what());
+  }
+  const std::string where = (dir / "state.safetensors").string();
+  c.epoch = read_number(c.state.metadata, "epoch", where);
+  c.step = read_number(c.state.metadata, "step", where);
+  return c;
+}
+
+TensorFile model_state(Model& model) {
+  TensorFile f;
+  for (const Parameter* p : model.parameters()) f.tensors[p->name] = p->value;
+  for (const Buffer* b : model.buffers()) f.tensors[b->name] = b->value;
+  f.metadata["arch"] = model.arch();
+  return f;
+}
+
+void load_model_state(Model& model, const TensorFile& file) {
+  std::set<std::string> used;
+  const auto load = [&](const std::string& name, Tensor& dst) {
+    const auto it = file.tensors.find(name);
+    if (it == file.tensors.end()) throw CheckpointError("checkpoint has no tensor '" + name + "'");
+    if (shape_size(it->second.shape()) != dst.size()) {
+      throw CheckpointError("checkpoint tensor '" + name + "' has shape " + to_string(it->second.shape()) + ", the model " +
+                            to_string(dst.shape()));
+    }
+    std::copy(it->second.values().begin(), it->second.values().end(), dst.data());
+    used.insert(name);
+  };
+  for (Parameter* p : model.parameters()) load(p->name, p->value);
+  for (Buffer* b : model.buffers()) load(b->name, b->value);
+  for (const auto& [name, t] : file.tensors) {
+    if (!used.count(name)) throw CheckpointError("checkpoint tensor '" + name + "' is not part of model " + model.arch());
+  }
+}
+
+}  // namespace mpsim
