@@ -1,9 +1,10 @@
 // Checkpoints of a training run. A checkpoint is a directory
-//   <run>/checkpoints/epoch-NNNN/model.safetensors   parameters and buffers under their
-//                                                    PyTorch state_dict names (float32)
-//   <run>/checkpoints/epoch-NNNN/state.safetensors   optimizer state; metadata: epoch, step,
-//                                                    the resolved config, the metrics so far,
-//                                                    the input normalization
+//   <run>/checkpoints/epoch-EEEE-step-SSSSSSSS/model.safetensors
+//       parameters and buffers under their PyTorch state_dict names (float32)
+//   <run>/checkpoints/epoch-EEEE-step-SSSSSSSS/state.safetensors
+//       optimizer state; metadata: completed epochs and steps, the resolved config, the metrics
+//       so far, the input normalization, and (for a checkpoint inside an epoch) the epoch's
+//       running sums
 // and <run>/checkpoints/latest names the newest complete one. Writing is atomic at every level:
 // both files go into a temporary directory that is flushed and renamed into place, and only
 // then is `latest` replaced (itself by rename) and the older checkpoint removed. A process
@@ -32,7 +33,7 @@ struct Checkpoint {
   TensorFile state;         // optimizer state by name; metadata holds the rest
 };
 
-// Writes `checkpoint` as <run_dir>/checkpoints/epoch-<epoch>, points `latest` at it and removes
+// Writes `checkpoint` as <run_dir>/checkpoints/epoch-<epoch>-step-<step>, points `latest` at it and removes
 // the checkpoint `latest` named before. Returns the new directory.
 std::string save_checkpoint(const std::string& run_dir, const Checkpoint& checkpoint);
 

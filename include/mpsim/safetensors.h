@@ -8,7 +8,7 @@
 // [begin, end) relative to the start of the data section. The tensors must tile the data
 // section exactly: no gaps, no overlap, nothing after the last one.
 //
-// The subset supported (docs/nn.md, "Checkpoints"): tensors are float32 in memory, so
+// The subset supported (docs/training.md, "The safetensors subset"): tensors are float32 in memory, so
 //   - reading converts F32, F16 and BF16 always (every value is exact in float32), and F64,
 //     I64, I32, I16, I8, U8 and BOOL when every element converts exactly (PyTorch stores
 //     BatchNorm's num_batches_tracked as I64); an element that would round is an error, never

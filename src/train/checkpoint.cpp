@@ -24,9 +24,12 @@ void sync_path(const fs::path& p) {
   ::close(fd);
 }
 
-std::string epoch_dir_name(std::uint64_t epoch) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "epoch-%04llu", static_cast<unsigned long long>(epoch));
+// "epoch-0003-step-00001407": completed epochs and steps (a checkpoint taken inside an epoch has
+// the same epoch count as the one before it, so the step makes the name unique).
+std::string checkpoint_dir_name(std::uint64_t epoch, std::uint64_t step) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "epoch-%04llu-step-%08llu", static_cast<unsigned long long>(epoch),
+                static_cast<unsigned long long>(step));
   return buf;
 }
 
@@ -51,7 +54,7 @@ std::string save_checkpoint(const std::string& run_dir, const Checkpoint& c) {
   fs::create_directories(root, ec);
   if (ec) throw CheckpointError(root.string() + ": cannot create: " + ec.message());
   const std::optional<std::string> previous = latest_checkpoint(run_dir);
-  const std::string name = epoch_dir_name(c.epoch);
+  const std::string name = checkpoint_dir_name(c.epoch, c.step);
   const fs::path final_dir = root / name;
   const fs::path tmp = root / (name + ".tmp-" + std::to_string(::getpid()));
   fs::remove_all(tmp, ec);

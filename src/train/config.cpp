@@ -4,6 +4,8 @@
 #include <toml++/toml.h>
 
 #include <cctype>
+#include <charconv>
+#include <cstdio>
 #include <cmath>
 #include <fstream>
 #include <functional>
@@ -45,16 +47,35 @@ std::string kind_name(Kind k) {
 
 [[noreturn]] void type_error(Kind k) { throw std::runtime_error("expected " + kind_name(k)); }
 
+// A TOML basic string: "..." with \\, \" and control characters escaped.
 std::string quote(const std::string& s) {
-  std::ostringstream o;
-  o << toml::value<std::string>(s);
-  return o.str();
+  std::string out = "\"";
+  for (const char ch : s) {
+    const auto u = static_cast<unsigned char>(ch);
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (u < 0x20 || u == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", u);
+      out += buf;
+    } else {
+      out += ch;
+    }
+  }
+  return out + "\"";
 }
 
+// The shortest decimal that reads back to the same double, always with a '.' or an exponent so
+// that TOML reads a float (0.1, 1.0, 5e-04 -> "0.0005").
 std::string fmt_double(double v) {
-  std::ostringstream o;
-  o << toml::value<double>(v);
-  return o.str();
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  std::string out(buf, r.ptr);
+  if (out.find_first_of(".eE") == std::string::npos) out += ".0";
+  return out;
 }
 
 std::int64_t read_int(const toml::node& n) {

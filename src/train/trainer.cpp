@@ -87,6 +87,27 @@ std::string normalization_json(const std::optional<Normalization>& n) {
   return json{{"mean", n->mean}, {"std", n->std}}.dump();
 }
 
+// The running sums of an epoch in progress (stored in a checkpoint taken inside an epoch).
+struct EpochProgress {
+  double loss_sum = 0;
+  std::size_t correct = 0, seen = 0, batches = 0;
+  double seconds = 0, lr = 0;
+
+  json to_json() const {
+    return json{{"loss_sum", loss_sum}, {"correct", correct}, {"seen", seen}, {"batches", batches}, {"seconds", seconds}, {"lr", lr}};
+  }
+  static EpochProgress from_json(const json& j) {
+    EpochProgress p;
+    p.loss_sum = j.at("loss_sum").get<double>();
+    p.correct = j.at("correct").get<std::size_t>();
+    p.seen = j.at("seen").get<std::size_t>();
+    p.batches = j.at("batches").get<std::size_t>();
+    p.seconds = j.at("seconds").get<double>();
+    p.lr = j.at("lr").get<double>();
+    return p;
+  }
+};
+
 // The first parameter whose gradient holds a NaN or an infinity, or nullptr.
 const Parameter* first_non_finite_gradient(const std::vector<Parameter*>& params) {
   for (const Parameter* p : params) {
@@ -195,30 +216,56 @@ TrainSummary train(const TrainConfig& config, const TrainOptions& options) {
   summary.parameters = model->parameter_count();
   for (const GemmCount& g : model->gemms(1)) summary.macs_per_image += static_cast<double>(g.macs());
 
+  // Position: completed epochs and steps; a checkpoint taken inside an epoch (train.max_steps)
+  // also carries the running sums of that epoch, so resuming continues it exactly.
   std::size_t epoch = 0, step = 0;
+  EpochProgress partial;
   if (options.resume) {
     const Checkpoint ck = load_checkpoint(run_dir.string());
     load_model_state(*model, ck.model);
     detail::load_optimizer_state(*optimizer, ck.state, params);
     epoch = ck.epoch;
     step = ck.step;
+    if (step < epoch * steps_per_epoch || step > (epoch + 1) * steps_per_epoch) {
+      throw TrainingError(run_dir.string() + ": the checkpoint (epoch " + std::to_string(epoch) + ", step " +
+                          std::to_string(step) + ") does not match " + std::to_string(steps_per_epoch) +
+                          " steps per epoch; was the data set or batch size changed?");
+    }
     const auto it = ck.state.metadata.find("metrics");
     if (it != ck.state.metadata.end()) {
       for (const json& j : json::parse(it->second)) summary.epochs.push_back(from_json(j));
     }
-    if (log) *log << "resuming " << run_dir.string() << " after epoch " << epoch << " (step " << step << ")\n";
+    const auto p = ck.state.metadata.find("partial_epoch");
+    if (p != ck.state.metadata.end()) partial = EpochProgress::from_json(json::parse(p->second));
+    if (log) *log << "resuming " << run_dir.string() << " after epoch " << epoch << ", step " << step << "\n";
   }
   write_atomically(run_dir / "config.toml", to_toml(config));
   write_metrics(run_dir, summary.epochs);
+
+  const auto checkpoint = [&](const EpochProgress* inside) {
+    Checkpoint ck;
+    ck.epoch = epoch;
+    ck.step = step;
+    ck.model = model_state(*model);
+    ck.state = detail::optimizer_state(*optimizer);
+    json metrics = json::array();
+    for (const EpochRecord& r : summary.epochs) metrics.push_back(to_json(r));
+    ck.state.metadata["metrics"] = metrics.dump();
+    ck.state.metadata["config"] = to_toml(config);
+    ck.state.metadata["normalization"] = normalization_json(norm);
+    if (inside) ck.state.metadata["partial_epoch"] = inside->to_json().dump();
+    save_checkpoint(run_dir.string(), ck);
+  };
 
   detail::ProgressBar bar(log, options.progress);
   const bool step_limit = config.max_steps > 0;
   while (epoch < config.epochs && !(step_limit && step >= config.max_steps)) {
     const Clock::time_point te = Clock::now();
     bar.start(epoch + 1, config.epochs, steps_per_epoch);
-    double loss_sum = 0;
-    std::size_t seen = 0, correct = 0, b = 0;
-    double lr = 0;
+    EpochProgress acc = partial;  // zero unless resuming inside this epoch
+    partial = EpochProgress{};
+    double lr = acc.lr;
+    std::size_t b = step - epoch * steps_per_epoch;
     for (; b < steps_per_epoch && !(step_limit && step >= config.max_steps); ++b, ++step) {
       const Batch batch = loader.batch(epoch, b);
       StepContext ctx;
@@ -240,21 +287,31 @@ TrainSummary train(const TrainConfig& config, const TrainOptions& options) {
       }
       lr = schedule.lr(step);
       optimizer->step(params, lr);
-      loss_sum += r.loss;
-      correct += r.correct;
-      seen += batch.labels.size();
-      bar.update(b + 1, loss_sum / static_cast<double>(b + 1), static_cast<double>(correct) / static_cast<double>(seen),
-                 static_cast<double>(seen) / seconds_since(te));
+      acc.loss_sum += r.loss;
+      acc.correct += r.correct;
+      acc.seen += batch.labels.size();
+      acc.batches += 1;
+      acc.lr = lr;
+      const double elapsed = acc.seconds + seconds_since(te);
+      bar.update(b + 1, acc.loss_sum / static_cast<double>(acc.batches),
+                 static_cast<double>(acc.correct) / static_cast<double>(acc.seen), static_cast<double>(acc.seen) / elapsed);
     }
     bar.finish();
+    acc.seconds += seconds_since(te);
+    if (b < steps_per_epoch) {
+      // Stopped inside the epoch (train.max_steps): keep its position and sums for --resume.
+      checkpoint(&acc);
+      if (log) *log << "stopped at step " << step << " (train.max_steps), inside epoch " << epoch + 1 << "\n";
+      break;
+    }
     EpochRecord rec;
     rec.epoch = epoch + 1;
     rec.step = step;
     rec.lr = lr;
-    rec.train_seconds = seconds_since(te);
-    rec.train_loss = b ? loss_sum / static_cast<double>(b) : 0.0;
-    rec.train_accuracy = seen ? static_cast<double>(correct) / static_cast<double>(seen) : 0.0;
-    rec.images_per_second = static_cast<double>(seen) / rec.train_seconds;
+    rec.train_seconds = acc.seconds;
+    rec.train_loss = acc.batches ? acc.loss_sum / static_cast<double>(acc.batches) : 0.0;
+    rec.train_accuracy = acc.seen ? static_cast<double>(acc.correct) / static_cast<double>(acc.seen) : 0.0;
+    rec.images_per_second = static_cast<double>(acc.seen) / acc.seconds;
     const EvalResult ev = evaluate(*model, test_set, norm, config.eval_batch_size, config.threads);
     rec.test_loss = ev.loss;
     rec.test_accuracy = ev.accuracy;
@@ -269,19 +326,7 @@ TrainSummary train(const TrainConfig& config, const TrainOptions& options) {
     }
     write_metrics(run_dir, summary.epochs);
     const bool last = epoch == config.epochs || (step_limit && step >= config.max_steps);
-    if (last || (config.checkpoint_every > 0 && epoch % config.checkpoint_every == 0)) {
-      Checkpoint ck;
-      ck.epoch = epoch;
-      ck.step = step;
-      ck.model = model_state(*model);
-      ck.state = detail::optimizer_state(*optimizer);
-      json metrics = json::array();
-      for (const EpochRecord& r : summary.epochs) metrics.push_back(to_json(r));
-      ck.state.metadata["metrics"] = metrics.dump();
-      ck.state.metadata["config"] = to_toml(config);
-      ck.state.metadata["normalization"] = normalization_json(norm);
-      save_checkpoint(run_dir.string(), ck);
-    }
+    if (last || (config.checkpoint_every > 0 && epoch % config.checkpoint_every == 0)) checkpoint(nullptr);
   }
   summary.steps = step;
   summary.seconds = seconds_since(t0);
