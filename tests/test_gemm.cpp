@@ -3,9 +3,11 @@
 // shape errors before any work.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "mpsim/gemm.h"
@@ -133,8 +135,286 @@ TEST(Gemm, SimdKernelsEqualTheReference) {
   }
 }
 
+// Operands for the packing tests: normal values mixed with values in and around the CFG-5 gap
+// (0, s1) below e5m2:cfg5's smallest value s1 = 1.25 2^-15, including its exact midpoint
+// s1 / 2 (a tie) and both signs, which the packing decides in the vector lanes.
+std::vector<double> gap_operand(std::size_t count, std::mt19937_64& g) {
+  const double s1 = 1.25 * std::ldexp(1.0, -15);
+  const double special[] = {s1 / 2, -s1 / 2, s1, -s1, 0.3 * s1, -0.7 * s1, 0.5000001 * s1, 0.4999999 * s1, 1e-30, -0.0};
+  std::normal_distribution<double> d(0.0, 1.0);
+  std::uniform_int_distribution<int> kind(0, 9);
+  std::uniform_int_distribution<std::size_t> pick(0, std::size(special) - 1);
+  std::vector<double> v(count);
+  for (auto& x : v) {
+    const int c = kind(g);
+    x = c < 4 ? d(g) : (c < 7 ? d(g) * s1 : special[pick(g)]);
+  }
+  return v;
+}
+
+// op(A) = M (m x k) and op(B) = N (k x n) stored as each op reads them.
+struct Stored {
+  std::vector<double> A, B;
+  std::size_t lda, ldb;
+};
+Stored store(GemmOp op, const std::vector<double>& M, const std::vector<double>& Nm, std::size_t m, std::size_t n,
+             std::size_t k) {
+  Stored s;
+  // Padded leading dimensions: the kernels must read only the elements op(A) and op(B) use.
+  s.lda = (op == GemmOp::tn ? m : k) + 3;
+  s.ldb = (op == GemmOp::nt ? k : n) + 2;
+  s.A.assign((op == GemmOp::tn ? k : m) * s.lda, NAN);
+  s.B.assign((op == GemmOp::nt ? n : k) * s.ldb, NAN);
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t p = 0; p < k; ++p) (op == GemmOp::tn ? s.A[p * s.lda + i] : s.A[i * s.lda + p]) = M[i * k + p];
+  for (std::size_t p = 0; p < k; ++p)
+    for (std::size_t j = 0; j < n; ++j) (op == GemmOp::nt ? s.B[j * s.ldb + p] : s.B[p * s.ldb + j]) = Nm[p * n + j];
+  return s;
+}
+
+// The SIMD path on the shapes layers use, shrunk: wide n (FWD), narrow n with the reduction
+// long (GRAD, cut into several blocks of p), n = 1 (bias gradient: computed transposed), m = 1,
+// a Linear layer's few classes, every transpose, every bias layout, the fp64 and the fp32
+// overloads (the fp32 one quantizes and packs straight from fp32), 1 and 2 threads and every
+// SIMD level: all equal to gemm_ref bit for bit.
+TEST(Gemm, SimdShapesBiasesAndOverloadsEqualTheReference) {
+  struct Shape {
+    std::size_t m, n, k;
+  };
+  // (GEMMs below about 10^5 MACs run on one thread whatever the option says; {8, 8, 2100} splits
+  // rows between two threads, {64, 1, 2100} splits one transposed row's columns.)
+  const Shape shapes[] = {{6, 300, 25}, {6, 25, 700}, {16, 1, 1100}, {40, 1, 9}, {1, 300, 40}, {20, 10, 30},
+                          {10, 17, 20}, {3, 2, 5}, {9, 70, 3}, {8, 8, 2100}, {64, 1, 2100}};
+  const char* specs[] = {"in=e5m2:cfg5 prod=exact acc=e6m5 order=seq", "in=e5m2:cfg5 acc=fp32", "in=e5m2:cfg5 acc=q8.13",
+                         "a=e4m3 b=e5m2:cfg5 acc=fp16 out=e5m2@sr"};
+  std::mt19937_64 g(99);
+  int spec_index = 0;
+  for (const char* text : specs) {
+    const MacSpec spec = MacSpec::parse(text);
+    ASSERT_TRUE(gemm_is_vectorized(spec)) << text;
+    for (const Shape& sh : shapes) {
+      const std::size_t m = sh.m, n = sh.n, k = sh.k;
+      // Exactly fp32 values, so that both overloads see the same operands.
+      auto M = gap_operand(m * k, g), Nm = gap_operand(k * n, g);
+      for (auto& x : M) x = static_cast<float>(x);
+      for (auto& x : Nm) x = static_cast<float>(x);
+      const auto bias_values = hard_operand(m * n, 1.0, g, false);
+      std::vector<double> bias(bias_values.size());
+      for (std::size_t i = 0; i < bias.size(); ++i) bias[i] = static_cast<float>(bias_values[i]);
+      const BiasView biases[] = {{}, {bias.data(), 1, 0}, {bias.data(), 0, 1}, {bias.data(), static_cast<std::ptrdiff_t>(n), 1},
+                                 {bias.data(), 0, 0}};
+      // One bias layout and one op per shape and spec (all of them over the loop).
+      const int variant = spec_index + static_cast<int>(&sh - shapes);
+      const BiasView bias_view = biases[variant % 5];
+      const GemmOp op = std::array{GemmOp::nn, GemmOp::nt, GemmOp::tn}[static_cast<std::size_t>(variant % 3)];
+      const MacRandom rnd{5, static_cast<std::uint32_t>(variant)};
+      std::vector<double> want(m * n);
+      gemm_ref(spec, GemmOp::nn, m, n, k, M.data(), k, Nm.data(), n, want.data(), n, bias_view, rnd);
+      const Stored st = store(op, M, Nm, m, n, k);
+      const std::vector<float> Af(st.A.begin(), st.A.end()), Bf(st.B.begin(), st.B.end());
+      for (SimdLevel level : available_simd_levels()) {
+        LevelGuard guard(level);
+        for (int threads : {1, 2}) {
+          GemmOptions o;
+          o.bias = bias_view;
+          o.random = rnd;
+          o.threads = threads;
+          const std::size_t ldc = n + 1;
+          std::vector<double> got(m * ldc, -7.0);
+          std::vector<float> gotf(m * ldc, -7.0f);
+          gemm(spec, op, m, n, k, st.A.data(), st.lda, st.B.data(), st.ldb, got.data(), ldc, o);
+          gemm(spec, op, m, n, k, Af.data(), st.lda, Bf.data(), st.ldb, gotf.data(), ldc, o);
+          std::size_t bad = 0;
+          for (std::size_t i = 0; i < m; ++i) {
+            for (std::size_t j = 0; j < n; ++j) {
+              const double w = want[i * n + j];
+              const bool same = bits_of(got[i * ldc + j]) == bits_of(w) && bits_of(gotf[i * ldc + j]) == bits_of(static_cast<float>(w));
+              if (!same && bad++ < 3) {
+                ADD_FAILURE() << text << " " << m << "x" << n << "x" << k << " op " << static_cast<int>(op) << " bias "
+                              << variant % 5 << " level " << to_string(level) << " threads " << threads << ": (" << i << ", "
+                              << j << ") got " << got[i * ldc + j] << " / " << gotf[i * ldc + j] << " want " << w;
+              }
+            }
+            EXPECT_EQ(got[i * ldc + n], -7.0) << "column n of row " << i << " is outside C";
+            EXPECT_EQ(gotf[i * ldc + n], -7.0f) << "column n of row " << i << " is outside C";
+          }
+        }
+      }
+    }
+    ++spec_index;
+  }
+}
+
+// Inputs rounded in every deterministic mode: the CFG-5 gap decided in the vector lanes (a
+// midpoint s1 / 2 is a tie between the codes 0 and 1) agrees with the reference.
+TEST(Gemm, InputRoundingModesInTheCfg5Gap) {
+  std::mt19937_64 g(7);
+  for (const char* mode : {"rne", "rna", "rz", "ru", "rd", "ro"}) {
+    const std::string text = std::string("a=e5m2:cfg5@") + mode + " b=e5m2:cfg5@" + mode + " acc=fp32";
+    const MacSpec spec = MacSpec::parse(text);
+    ASSERT_TRUE(gemm_is_vectorized(spec)) << text;
+    // k = 1, B = 1 and a bias of -0: each output is one input, rounded (an fp32 value), with
+    // its sign even where it rounds to zero (-0 + -0 = -0).
+    const std::size_t m = 37, n = 3, k = 1;
+    const auto A = gap_operand(m, g);
+    const std::vector<double> B(n, 1.0);
+    const double minus_zero = -0.0;
+    GemmOptions o;
+    o.bias = {&minus_zero, 0, 0};
+    std::vector<double> want(m * n), got(m * n);
+    gemm_ref(spec, GemmOp::nn, m, n, k, A.data(), k, B.data(), n, want.data(), n, o.bias);
+    for (std::size_t i = 0; i < m; ++i) EXPECT_EQ(bits_of(want[i * n]), bits_of(quantize(A[i], spec.a))) << text << " " << A[i];
+    for (SimdLevel level : available_simd_levels()) {
+      LevelGuard guard(level);
+      gemm(spec, GemmOp::nn, m, n, k, A.data(), k, B.data(), n, got.data(), n, o);
+      for (std::size_t i = 0; i < m * n; ++i) {
+        EXPECT_EQ(bits_of(got[i]), bits_of(want[i])) << text << " " << to_string(level) << " input " << A[i / n];
+      }
+    }
+  }
+}
+
+// Many panels (several to a task's slab) and blocks of p of every size down to the smallest
+// (the accumulators carried from one block of p to the next), for every transpose, orientation
+// and thread count: the block size changes no bit.
+TEST(Gemm, BlocksOfColumnsAndDepthChangeNothing) {
+  const MacSpec spec = MacSpec::parse("in=e5m2:cfg5 prod=exact acc=e6m5 order=seq");
+  struct Shape {
+    std::size_t m, n, k;
+  };
+  std::mt19937_64 g(3);
+  for (const Shape sh : {Shape{1, 2100, 150}, Shape{2, 700, 300}, Shape{70, 3, 400}}) {
+    const std::size_t m = sh.m, n = sh.n, k = sh.k;
+    auto M = gap_operand(m * k, g), Nm = gap_operand(k * n, g);
+    for (auto& x : M) x = static_cast<float>(x);
+    for (auto& x : Nm) x = static_cast<float>(x * 0.01);
+    const auto bias = hard_operand(n, 1.0, g, false);
+    const BiasView bv{bias.data(), 0, 1};
+    std::vector<double> want(m * n);
+    gemm_ref(spec, GemmOp::nn, m, n, k, M.data(), k, Nm.data(), n, want.data(), n, bv);
+    for (GemmOp op : {GemmOp::nn, GemmOp::nt, GemmOp::tn}) {
+      const Stored st = store(op, M, Nm, m, n, k);
+      const std::vector<float> Af(st.A.begin(), st.A.end()), Bf(st.B.begin(), st.B.end());
+      for (std::size_t block : {std::size_t{0}, std::size_t{1}, std::size_t{5000}}) {
+        for (int threads : {1, 2}) {
+          GemmOptions o;
+          o.bias = bv;
+          o.threads = threads;
+          o.block_bytes = block;
+          std::vector<float> got(m * n);
+          gemm(spec, op, m, n, k, Af.data(), st.lda, Bf.data(), st.ldb, got.data(), n, o);
+          std::size_t bad = 0;
+          for (std::size_t i = 0; i < m * n; ++i) {
+            if (bits_of(got[i]) != bits_of(static_cast<float>(want[i])) && bad++ < 3) {
+              ADD_FAILURE() << m << "x" << n << "x" << k << " op " << static_cast<int>(op) << " block " << block
+                            << " threads " << threads << ": output " << i << " got " << got[i] << " want " << want[i];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// Stochastic rounding in the accumulator (sr) on the SIMD path: every step's random word keyed
+// by (seed, GEMM id, output, step, site) as the reference keys it, so the results are the
+// reference's bit for bit in both orientations (normal and transposed: other output indices per
+// lane), across blocks of p (other steps per block), with per-output bias roundings, sums that
+// are inexact in the fp64 lane (a large bias swamping tiny products: those steps go to the
+// reference rounding), overflow, infinities and NaN, every SIMD level and 1 and 2 threads.
+TEST(Gemm, StochasticAccumulatorEqualsTheReference) {
+  const char* specs[] = {"in=e5m2:cfg5 prod=exact acc=e6m5@sr order=seq", "in=e4m3 acc=fp16@sr", "in=e5m2 acc=fp32@sr",
+                         "in=bf16 acc=bf16@sr out=e5m2@sr"};
+  struct Case {
+    std::size_t m, n, k;
+    double scale, bias;
+    bool specials;
+  };
+  const Case cases[] = {{5, 37, 60, 1.0, 1.0, false}, {23, 2, 40, 1.0, 1.0, false}, {3, 19, 50, 3e-5, 1e6, false},
+                        {4, 21, 30, 300.0, 1.0, true}, {2, 9, 600, 0.1, 1.0, false}};
+  std::mt19937_64 g(11);
+  for (const char* text : specs) {
+    const MacSpec spec = MacSpec::parse(text);
+    ASSERT_TRUE(gemm_is_vectorized(spec)) << text;
+    int index = 0;
+    for (const Case& c : cases) {
+      const std::size_t m = c.m, n = c.n, k = c.k;
+      const auto A = hard_operand(m * k, c.scale, g, c.specials), B = hard_operand(k * n, c.scale, g, c.specials);
+      auto bias = hard_operand(m * n, c.bias, g, false);
+      const BiasView bv = index % 2 ? BiasView{bias.data(), static_cast<std::ptrdiff_t>(n), 1} : BiasView{bias.data(), 1, 0};
+      const MacRandom rnd{1234, static_cast<std::uint32_t>(index)};
+      const GemmOp op = std::array{GemmOp::nn, GemmOp::nt, GemmOp::tn}[static_cast<std::size_t>(index % 3)];
+      std::vector<double> want(m * n);
+      gemm_ref(spec, GemmOp::nn, m, n, k, A.data(), k, B.data(), n, want.data(), n, bv, rnd);
+      const Stored st = store(op, A, B, m, n, k);
+      for (SimdLevel level : available_simd_levels()) {
+        LevelGuard guard(level);
+        for (int threads : {1, 2}) {
+          GemmOptions o;
+          o.bias = bv;
+          o.random = rnd;
+          o.threads = threads;
+          o.block_bytes = threads == 2 ? 1 : 0;  // blocks of p as short as they go, or one block
+          std::vector<double> got(m * n);
+          gemm(spec, op, m, n, k, st.A.data(), st.lda, st.B.data(), st.ldb, got.data(), n, o);
+          std::size_t bad = 0;
+          for (std::size_t i = 0; i < m * n; ++i) {
+            if (bits_of(got[i]) != bits_of(want[i]) && !(std::isnan(got[i]) && std::isnan(want[i])) && bad++ < 3) {
+              ADD_FAILURE() << text << " case " << index << " " << m << "x" << n << "x" << k << " level " << to_string(level)
+                            << " threads " << threads << ": output " << i << " got " << got[i] << " want " << want[i];
+            }
+          }
+        }
+      }
+      ++index;
+    }
+  }
+}
+
+// Fixed-point accumulators that saturate through their sums (every product well inside the
+// range, the running sums far beyond it, at both ends), and products that fall exactly
+// halfway between grid points of the accumulator.
+TEST(Gemm, FixedPointAccumulatorsSaturateAndRoundTies) {
+  struct Case {
+    const char* spec;
+    double a;  // rows of A are about +-a, B about +1.3: sums drift by about 1.3 a per step
+  };
+  std::mt19937_64 g(5);
+  for (const Case c : {Case{"in=e5m2 acc=q8.13", 6.0}, Case{"in=e4m3 acc=q4.3", 1.5}, Case{"in=int8 acc=int14", 100.0}}) {
+    const MacSpec spec = MacSpec::parse(c.spec);
+    ASSERT_TRUE(gemm_is_vectorized(spec)) << c.spec;
+    const std::size_t m = 9, n = 40, k = 300;
+    std::normal_distribution<double> d(0.0, 1.0);
+    std::vector<double> A(m * k), B(k * n);
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t p = 0; p < k; ++p) A[i * k + p] = quantize((i % 2 ? c.a : -c.a) * (1 + 0.2 * d(g)), spec.a);
+    // Powers of two (products on half steps of the grid) and other values, all positive.
+    for (auto& x : B) x = quantize(d(g) < 0 ? std::ldexp(1.0, -static_cast<int>(std::fabs(d(g)) * 6)) : std::fabs(d(g)) + 0.5, spec.b);
+    std::vector<double> want(m * n), got(m * n);
+    gemm_ref(spec, GemmOp::nn, m, n, k, A.data(), k, B.data(), n, want.data(), n);
+    const FormatInfo info = describe(*spec.acc);
+    std::size_t at_max = 0, at_min = 0;
+    for (double w : want) {
+      at_max += w == info.max_finite;
+      at_min += w == info.min_finite;
+    }
+    EXPECT_GT(at_max, 0u) << c.spec << ": no output saturates high";
+    EXPECT_GT(at_min, 0u) << c.spec << ": no output saturates low";
+    for (SimdLevel level : available_simd_levels()) {
+      LevelGuard guard(level);
+      gemm(spec, GemmOp::nn, m, n, k, A.data(), k, B.data(), n, got.data(), n);
+      std::size_t bad = 0;
+      for (std::size_t i = 0; i < m * n; ++i) {
+        if (bits_of(got[i]) != bits_of(want[i]) && bad++ < 3) {
+          ADD_FAILURE() << c.spec << " " << to_string(level) << ": output " << i << " got " << got[i] << " want " << want[i];
+        }
+      }
+    }
+  }
+}
+
 TEST(Gemm, SpecsOutsideTheKernelsRunThroughTheReference) {
-  for (const char* text : {"in=fp32 acc=fp32", "in=bf16 acc=fp32", "in=e4m3fn acc=e6m5", "in=e5m2 acc=e6m5@sr", "in=e5m2 acc=e6m5 order=chunk8",
+  for (const char* text : {"in=fp32 acc=fp32", "in=bf16 acc=fp32", "in=e4m3fn acc=e6m5", "in=e5m2 acc=e6m5@sr8", "in=e5m2 acc=e6m5 order=chunk8",
                            "in=e5m2 prod=e6m5 acc=e6m5", "in=e5m2 acc=exact", "in=e5m2:cfg2 acc=e6m5", "in=e5m2 acc=q8.13:wrap"}) {
     EXPECT_FALSE(gemm_is_vectorized(MacSpec::parse(text))) << text;
   }

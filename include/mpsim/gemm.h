@@ -14,6 +14,9 @@ struct GemmOptions {
   BiasView bias;       // the accumulator's starting value per output (none: +0)
   MacRandom random;    // the key of stochastic roundings (seed, GEMM id)
   int threads = 0;     // 0: OpenMP's default
+  // SIMD path: bytes of the packed block of operands that one task works on at a time (0: the
+  // default, 1 MiB: cache-sized). A tuning knob only; results never depend on it.
+  std::size_t block_bytes = 0;
 };
 
 // Row-major operands as in gemm_ref. Throws MacSpecError for an invalid spec and
@@ -23,13 +26,15 @@ void gemm(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::siz
 
 // fp32 operands and results. Inputs are exact in fp64; each result is the double result of the
 // overload above converted to fp32 (exact when the accumulator, or out=, fits fp32; rounded to
-// nearest otherwise, e.g. acc=exact or acc=fp64).
+// nearest otherwise, e.g. acc=exact or acc=fp64). The SIMD path quantizes and packs straight
+// from the fp32 operands (no fp64 copies).
 void gemm(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::size_t k, const float* A, std::size_t lda,
           const float* B, std::size_t ldb, float* C, std::size_t ldc, const GemmOptions& options = {});
 
 // Whether gemm computes this spec with the SIMD kernels (order=seq, exact products, an
-// accumulator rounding to nearest-even whose sums the lanes hold exactly: docs/mac.md); every
-// other spec runs through the exact reference, with the same results.
+// accumulator rounding to nearest-even whose sums the lanes hold exactly, or a float
+// accumulator rounding stochastically with sr: docs/mac.md); every other spec runs through the
+// exact reference, with the same results.
 bool gemm_is_vectorized(const MacSpec& spec);
 
 }  // namespace mpsim

@@ -179,8 +179,11 @@ class ReLU : public Layer {
   Tensor backward(const Tensor& dy, const StepContext& ctx) override;
 
  private:
-  Tensor y_;            // output of the last training forward: no gradient where y <= 0
-  bool saved_ = false;  // whether y_ belongs to a training forward (backward needs one)
+  // Of the last training forward: 1 where the output is the input (x > 0 or NaN), 0 where it
+  // is +0 (no gradient there); a byte per element, a quarter of a saved output.
+  std::vector<std::uint8_t> keep_;
+  Shape shape_;
+  bool saved_ = false;  // whether keep_ belongs to a training forward (backward needs one)
 };
 
 // Max pooling over kernel x kernel windows with a stride (no padding); the gradient goes to

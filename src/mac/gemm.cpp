@@ -1,106 +1,362 @@
-// The GEMM entry point. Every output is the reference dot product of its row and column
-// (dot_ref), so the result is gemm_ref's bit for bit; OpenMP shares whole rows of outputs
-// between threads (a reduction is never split, and the random bits of each rounding depend
-// only on its output index and step), so the thread count changes nothing.
-//
-// Specs that gemm_fast.h admits run through the SIMD kernels instead, tested bit-identical to
-// the reference; everything else through the reference itself.
+// The GEMM entry point. Specs that gemm_fast.h admits run through the SIMD kernels, tested
+// bit-identical to the reference gemm_ref; every other spec runs the reference dot product
+// (dot_ref) for each output, with OpenMP sharing whole rows of outputs between threads. Either
+// way a reduction is never split or reordered, and the random bits of each rounding depend
+// only on its output index and step, so the thread count changes nothing.
 #include "mpsim/gemm.h"
 
 #include <omp.h>
 
 #include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "gemm_shape.h"
 #include "mpsim/quantize.h"
 #include "mpsim/quantize_array.h"
+#include "src/format/quantize_plan.h"
 #include "src/mac/gemm_fast.h"
 
 namespace mpsim {
 
 namespace {
 
-// The SIMD path (gemm_fast.h): operands quantized to a= / b= (as the reference does) and packed
-// in the lane type L, the bias rounded into the accumulator, rows of outputs shared between
-// threads, out= applied per output with its own random key.
-template <typename L>
-void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op, std::size_t m, std::size_t n,
-               std::size_t k, const double* A, std::size_t lda, const double* B, std::size_t ldb, double* C, std::size_t ldc,
-               const GemmOptions& o) {
-  const detail::GemmOperands<double> ops{op, A, lda, B, ldb};
-  const Format& acc = *spec.acc;
-  const std::size_t width = std::is_same_v<L, float> ? detail::gemm_fast_width_f32() : detail::gemm_fast_width_f64();
-  const std::size_t panels = (n + width - 1) / width;
-  QuantizeOptions qo;
-  qo.threads = o.threads;
-  // op(A) as m x k and op(B) as k x n, in fp64, then quantized in place (deterministic modes).
-  // (Packing is plain copying, shared between the threads by rows.)
-  const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
-  std::vector<double> a(m * k), b(k * n);
-  const auto sm = static_cast<std::int64_t>(m), sk = static_cast<std::int64_t>(k);
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (std::int64_t si = 0; si < sm; ++si) {
-    const auto i = static_cast<std::size_t>(si);
-    for (std::size_t p = 0; p < k; ++p) a[i * k + p] = ops.a_row(i)[static_cast<std::ptrdiff_t>(p) * ops.a_step()];
-  }
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (std::int64_t sp = 0; sp < sk; ++sp) {
-    const auto p = static_cast<std::size_t>(sp);
-    for (std::size_t j = 0; j < n; ++j) b[p * n + j] = ops.b_col(j)[static_cast<std::ptrdiff_t>(p) * ops.b_step()];
-  }
-  quantize_array(a.data(), a.data(), a.size(), spec.a, qo);
-  quantize_array(b.data(), b.data(), b.size(), spec.b, qo);
-  // Exact conversions: the plan admits only formats whose values the lane type holds.
-  std::vector<L> Ap(a.begin(), a.end()), Bp(panels * k * width, L(0)), Cp(m * n);
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (std::int64_t sp = 0; sp < sk; ++sp) {
-    const auto p = static_cast<std::size_t>(sp);
-    for (std::size_t j = 0; j < n; ++j) Bp[((j / width) * k + p) * width + j % width] = static_cast<L>(b[p * n + j]);
-  }
-  // The bias, rounded into the accumulator (to nearest-even: its random key plays no part).
-  std::vector<double> c0(m * n, 0.0);
-  if (o.bias.data) {
-    for (std::size_t i = 0; i < m; ++i)
-      for (std::size_t j = 0; j < n; ++j) c0[i * n + j] = o.bias.at(i, j);
-  }
-  quantize_array(c0.data(), c0.data(), c0.size(), acc, qo);
-  for (std::size_t i = 0; i < m * n; ++i) Cp[i] = static_cast<L>(c0[i]);
-  // Tasks are column panels (all rows each), so a panel of B is read from memory once; a task
-  // owns its outputs, and every output's reduction stays whole.
-  const auto tasks = static_cast<std::int64_t>(panels);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1 && tasks > 1)
-  for (std::int64_t t = 0; t < tasks; ++t) {
-    const auto q = static_cast<std::size_t>(t);
-    if constexpr (std::is_same_v<L, float>) {
-      detail::gemm_fast_f32(plan, acc, Ap.data(), Bp.data(), width, m, n, k, 0, m, q, q + 1, Cp.data());
-    } else {
-      detail::gemm_fast_f64(plan, acc, Ap.data(), Bp.data(), width, m, n, k, 0, m, q, q + 1, Cp.data());
+// ---- the SIMD path ------------------------------------------------------------------------
+//
+// The kernel (gemm_fast.h: gemm_tile) computes C' = X Y with lanes along the columns of Y, so
+// the GEMM is laid out as that product in one of two orientations:
+//   normal      X = op(A) (m x k), Y = op(B) (k x n), C' = C;
+//   transposed  X = op(B)^T (n x k), Y = op(A)^T (k x m), C' = C^T,
+// whichever wastes fewer lanes: a narrow C (n = 1 for a bias gradient, or n = 10 classes)
+// puts its long side along the lanes. Each output is still the same dot product in the same
+// order p = 0 .. k-1 (a product is the same exact value either way round, each operand
+// quantized into its own format), so the orientation changes no bit.
+//
+// Work: Y's columns are cut into panels of V vectors (V = 8, fewer where that would leave too
+// few panels to share), panels into slabs of consecutive panels, and p into blocks that keep a
+// packed slab in the core's cache. X is quantized and packed once, shared. Each task is one
+// slab (and, only where slabs are fewer than threads, one group of rows): it quantizes and
+// packs its slab of Y block by block into its thread's buffer and runs the kernel over it,
+// carrying the accumulators from block to block. Tasks own disjoint outputs, need nothing from
+// each other (no barrier but the one after packing X), and every output's reduction runs
+// whole, in order, in one task, so no thread count or schedule changes any bit.
+
+constexpr std::size_t kBlock = 8;               // vectors of a full panel (gemm_tile's widest)
+constexpr std::size_t kSlabPanels = 8;          // panels of a slab, at most
+constexpr std::size_t kSlabBytes = 1u << 20;    // a packed block of a slab, about (cache-sized; GemmOptions)
+constexpr std::size_t kAccBytes = 1u << 20;     // accumulators of a task, about
+constexpr std::size_t kSharedXBytes = 64u << 20;  // X larger than this is packed per task instead
+constexpr std::size_t kItem = 4096;             // elements per item of X's packing, about
+
+std::size_t ceil_div(std::size_t a, std::size_t b) { return (a + b - 1) / b; }
+std::size_t pow2_ceil(std::size_t a) {
+  std::size_t p = 1;
+  while (p < a) p *= 2;
+  return p;
+}
+
+// Grow-only scratch memory of one thread, reused by later calls (OpenMP keeps its threads):
+// no allocation, page faults or zero-filling per GEMM once it has grown; every element a GEMM
+// reads it wrote first.
+class Scratch {
+ public:
+  template <typename L>
+  L* get(std::size_t count) {
+    const std::size_t bytes = count * sizeof(L) + 64;
+    if (bytes > cap_) {
+      mem_.reset(new std::byte[bytes]);
+      cap_ = bytes;
     }
+    const auto addr = reinterpret_cast<std::uintptr_t>(mem_.get());
+    return reinterpret_cast<L*>((addr + 63) & ~std::uintptr_t{63});
   }
+
+ private:
+  std::unique_ptr<std::byte[]> mem_;
+  std::size_t cap_ = 0;
+};
+
+// Shared buffers (of the calling thread) and each task's own (of the thread running it).
+struct Workspace {
+  Scratch x, bias, slab, acc, own_x;
+};
+
+Workspace& workspace() {
+  thread_local Workspace w;
+  return w;
+}
+
+// Element (r, s) of a matrix at base[r * rs + s * ss].
+template <typename T>
+struct View {
+  const T* base;
+  std::size_t rs, ss;
+  const T* at(std::size_t r, std::size_t s) const { return base + r * rs + s * ss; }
+};
+
+// The bias of every output, rounded into the accumulator (to nearest-even: its random key
+// plays no part) and held in the lane type, which holds the accumulator's values exactly.
+template <typename L>
+class RoundedBias {
+ public:
+  RoundedBias(const BiasView& b, const Format& acc, std::size_t m, std::size_t n, int threads) {
+    std::size_t count = 1;
+    if (b.data && b.row_stride != 0 && b.col_stride != 0) {
+      kind_ = Kind::full;
+      count = m * n;
+    } else if (b.data && b.row_stride != 0) {
+      kind_ = Kind::row;
+      count = m;
+    } else if (b.data && b.col_stride != 0) {
+      kind_ = Kind::col;
+      count = n;
+    }
+    std::vector<double> v(count, 0.0);
+    if (b.data) {
+      for (std::size_t t = 0; t < count; ++t) {
+        const std::size_t i = kind_ == Kind::full ? t / n : (kind_ == Kind::row ? t : 0);
+        const std::size_t j = kind_ == Kind::full ? t % n : (kind_ == Kind::col ? t : 0);
+        v[t] = b.at(i, j);
+      }
+    }
+    QuantizeOptions qo;
+    qo.threads = threads;
+    quantize_array(v.data(), v.data(), v.size(), acc, qo);
+    values_ = workspace().bias.get<L>(count);
+    for (std::size_t t = 0; t < count; ++t) values_[t] = static_cast<L>(v[t]);  // exact (the plan)
+    n_ = n;
+  }
+  L at(std::size_t i, std::size_t j) const {
+    switch (kind_) {
+      case Kind::one: return values_[0];
+      case Kind::row: return values_[i];
+      case Kind::col: return values_[j];
+      case Kind::full: return values_[i * n_ + j];
+    }
+    return values_[0];
+  }
+
+ private:
+  enum class Kind { one, row, col, full };
+  Kind kind_ = Kind::one;
+  L* values_ = nullptr;
+  std::size_t n_ = 0;
+};
+
+template <typename T, typename L, typename Out>
+void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op, std::size_t m, std::size_t n,
+               std::size_t k, const T* A, std::size_t lda, const T* B, std::size_t ldb, Out* C, std::size_t ldc,
+               const GemmOptions& o) {
+  const Format& acc = *spec.acc;
+  const std::size_t N = std::is_same_v<L, float> ? detail::gemm_lanes_f32() : detail::gemm_lanes_f64();
+  // A small GEMM runs on one thread: waking another costs more than it saves (and the thread
+  // count changes no result).
+  const double work = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) * (plan.sr ? 16 : 1) +
+                      4.0 * static_cast<double>(m * k + k * n);
+  const int threads = work < 131072.0 ? 1 : std::max(1, o.threads > 0 ? o.threads : omp_get_max_threads());
+  const auto nthreads = static_cast<std::size_t>(threads);
+
+  // op(A)(i, p) and op(B)(p, j), then X(r, p) and Y(p, c) of the chosen orientation.
+  const View<T> opA{A, op == GemmOp::tn ? 1 : lda, op == GemmOp::tn ? lda : 1};
+  const View<T> opB{B, op == GemmOp::nt ? 1 : ldb, op == GemmOp::nt ? ldb : 1};
+  const bool trans = n * ceil_div(m, N) < m * ceil_div(n, N);
+  const std::size_t rows = trans ? n : m, cols = trans ? m : n;
+  const View<T> X = trans ? View<T>{opB.base, opB.ss, opB.rs} : opA;
+  const View<T> Y = trans ? View<T>{opA.base, opA.ss, opA.rs} : opB;
+  const Format& fx = trans ? spec.b : spec.a;
+  const Format& fy = trans ? spec.a : spec.b;
+  const Carrier qc = std::is_same_v<T, float> && std::is_same_v<L, float> ? Carrier::fp32 : Carrier::fp64;
+  const detail::QuantPlan px = detail::make_plan(fx, qc), py = detail::make_plan(fy, qc);
+
+  // Panels of V vectors: 8, or fewer until there are enough panels for every thread to get
+  // several (equal tasks balance); the last panel as narrow as its columns allow.
+  const std::size_t want_tasks = threads == 1 ? 1 : 8 * nthreads;
+  std::size_t V = kBlock;
+  while (V > 1 && ceil_div(ceil_div(cols, N), V) < want_tasks) V /= 2;
+  const std::size_t W = V * N;
+  const std::size_t panels = ceil_div(cols, W);
+  const std::size_t last_w = std::min(W, pow2_ceil(ceil_div(cols - (panels - 1) * W, N)) * N);
+  const auto width = [&](std::size_t q) { return q + 1 == panels ? last_w : W; };
+  // Rows split into groups only where the panels alone leave threads idle, and not below a
+  // register block's rows unless that is what it takes.
+  std::size_t groups = 1;
+  if (panels < nthreads) {
+    const std::size_t rg_min = std::min(kBlock / V, ceil_div(rows, nthreads));
+    groups = std::min(ceil_div(rows, rg_min), ceil_div(nthreads, panels));
+  }
+  const std::size_t rg = ceil_div(rows, groups);
+  const std::size_t ngroups = ceil_div(rows, rg);
+  // Slabs: several panels where there are many (the slab's rows of Y are read from memory in
+  // longer runs), within the accumulator budget.
+  const std::size_t spp = std::clamp<std::size_t>(
+      std::min(panels / want_tasks, kAccBytes / std::max<std::size_t>(1, rg * W * sizeof(L))), 1, kSlabPanels);
+  const std::size_t slabs = ceil_div(panels, spp);
+  const std::size_t slab_w = spp * W;
+  // Blocks of p: a packed block of a slab about kSlabBytes.
+  const std::size_t block_bytes = o.block_bytes ? o.block_bytes : kSlabBytes;
+  const std::size_t nkb = ceil_div(k, std::max<std::size_t>(16, block_bytes / (slab_w * sizeof(L))));
+  const std::size_t kc = ceil_div(k, nkb);
+  // X shared, packed once, unless it is very large.
+  const bool shared_x = rows * k * sizeof(L) <= kSharedXBytes;
+
+  L* const xbuf = shared_x ? workspace().x.get<L>(rows * k) : nullptr;
+  // The bias rounded into the accumulator: once per distinct value (to nearest-even), or per
+  // output with its own random bits (sr, docs/mac.md section 5: MacSite::bias).
+  std::optional<RoundedBias<L>> bias;
+  if (!plan.sr) bias.emplace(o.bias, acc, m, n, threads);
+  const L zero_acc = static_cast<L>(quantize(0.0, acc));
+  const std::optional<detail::QuantPlan> pout =
+      spec.out && !spec.out->rounding().stochastic() ? std::optional(detail::make_plan(*spec.out, Carrier::fp64))
+                                                    : std::nullopt;
   const RandomKey key = mac_random_key(o.random);
-  for (std::size_t i = 0; i < m; ++i) {
-    for (std::size_t j = 0; j < n; ++j) {
-      const double v = static_cast<double>(Cp[i * n + j]);
-      C[i * ldc + j] = spec.out ? quantize(v, *spec.out, mac_random_index(i * n + j, 0, MacSite::out), key) : v;
+
+  // X's rows [r0, r1) at p in [p0, p0 + kb) into dst (row stride ld).
+  const auto pack_x = [&](std::size_t r0, std::size_t r1, std::size_t p0, std::size_t kb, L* dst, std::size_t ld) {
+    if (X.ss == 1) {
+      for (std::size_t r = r0; r < r1; ++r) detail::gemm_pack(px, fx, X.at(r, p0), kb, dst + (r - r0) * ld, 1);
+    } else if (r1 - r0 == 1) {
+      // One row with a stride along p (a ones vector of a bias gradient, say): gathered first.
+      T tmp[kItem];
+      for (std::size_t pa = 0; pa < kb; pa += kItem) {
+        const std::size_t len = std::min(kItem, kb - pa);
+        for (std::size_t p = 0; p < len; ++p) tmp[p] = *X.at(r0, p0 + pa + p);
+        detail::gemm_pack(px, fx, tmp, len, dst + pa, 1);
+      }
+    } else {
+      detail::gemm_pack_cols(px, fx, X.at(r0, p0), X.ss, kb, r1 - r0, dst, ld);
+    }
+  };
+  // The slab's panels at p in [p0, p0 + kb): panel q (width wq) at dst + (q - q_first) * kb * W,
+  // row p at + p * wq; zero past the matrix.
+  const auto pack_slab = [&](std::size_t qa, std::size_t qb, std::size_t p0, std::size_t kb, L* dst) {
+    for (std::size_t q = qa; q < qb; ++q) {
+      const std::size_t wq = width(q), c0 = q * W, real = std::min(wq, cols - c0);
+      L* const panel = dst + (q - qa) * kb * W;
+      if (Y.ss == 1) {
+        if (q == qa) {
+          // Row by row across the slab's panels: long runs of Y.
+          for (std::size_t p = 0; p < kb; ++p) {
+            for (std::size_t q2 = qa; q2 < qb; ++q2) {
+              const std::size_t w2 = width(q2), r2 = std::min(w2, cols - q2 * W);
+              detail::gemm_pack(py, fy, Y.at(p0 + p, q2 * W), r2, dst + (q2 - qa) * kb * W + p * w2, 1);
+            }
+          }
+        }
+      } else {
+        detail::gemm_pack_cols(py, fy, Y.at(p0, c0), Y.ss, real, kb, panel, wq);
+      }
+      if (real < wq) {
+        for (std::size_t p = 0; p < kb; ++p) std::fill(panel + p * wq + real, panel + (p + 1) * wq, L(0));
+      }
+    }
+  };
+
+  // Output (r, c) of C' is C's (i, j).
+  const auto out_index = [&](std::size_t r, std::size_t c) { return trans ? std::pair{c, r} : std::pair{r, c}; };
+  // Row r of the task's accumulators: abuf + (r - r0) * slab_w, panel q at + (q - qa) * W.
+  const auto init_acc = [&](std::size_t qa, std::size_t qb, std::size_t r0, std::size_t r1, L* abuf) {
+    for (std::size_t r = r0; r < r1; ++r) {
+      for (std::size_t q = qa; q < qb; ++q) {
+        const std::size_t wq = width(q), c0 = q * W, real = std::min(wq, cols - c0);
+        L* const c = abuf + (r - r0) * slab_w + (q - qa) * W;
+        for (std::size_t t = 0; t < real; ++t) {
+          const auto [i, j] = out_index(r, c0 + t);
+          if (bias) c[t] = bias->at(i, j);
+          else c[t] = o.bias.data ? static_cast<L>(quantize(o.bias.at(i, j), acc, mac_random_index(i * n + j, 0, MacSite::bias), key)) : zero_acc;
+        }
+        std::fill(c + real, c + wq, L(0));
+      }
+    }
+  };
+  const auto finish = [&](std::size_t qa, std::size_t qb, std::size_t r0, std::size_t r1, const L* abuf) {
+    double tmp[kBlock * 64], res[kBlock * 64];  // a panel is at most kBlock * 64 lanes wide
+    for (std::size_t r = r0; r < r1; ++r) {
+      for (std::size_t q = qa; q < qb; ++q) {
+        const std::size_t wq = width(q), c0 = q * W, real = std::min(wq, cols - c0);
+        const L* const c = abuf + (r - r0) * slab_w + (q - qa) * W;
+        if (!spec.out) {
+          for (std::size_t t = 0; t < real; ++t) {
+            const auto [i, j] = out_index(r, c0 + t);
+            C[i * ldc + j] = static_cast<Out>(c[t]);
+          }
+          continue;
+        }
+        // out=: one rounding per output, with its own random key (vectorized unless stochastic).
+        for (std::size_t t = 0; t < real; ++t) tmp[t] = static_cast<double>(c[t]);
+        if (pout) detail::gemm_pack(*pout, *spec.out, tmp, real, res, 1);
+        for (std::size_t t = 0; t < real; ++t) {
+          const auto [i, j] = out_index(r, c0 + t);
+          const double v = pout ? res[t] : quantize(tmp[t], *spec.out, mac_random_index(i * n + j, 0, MacSite::out), key);
+          C[i * ldc + j] = static_cast<Out>(v);
+        }
+      }
+    }
+  };
+
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    if (shared_x) {
+      const std::size_t per = std::max<std::size_t>(1, kItem / k);
+      const auto items = static_cast<std::int64_t>(X.ss == 1 ? ceil_div(rows, per) : ceil_div(rows, std::size_t{16}));
+#pragma omp for schedule(dynamic, 1)
+      for (std::int64_t it = 0; it < items; ++it) {
+        // Rows (or, where X is contiguous along its rows, groups of 16 columns of X^T).
+        const std::size_t step = X.ss == 1 ? per : 16;
+        const std::size_t r0 = static_cast<std::size_t>(it) * step, r1 = std::min(rows, r0 + step);
+        pack_x(r0, r1, 0, k, xbuf + r0 * k, k);
+      }
+    }
+    Workspace& own = workspace();
+    L* const sbuf = own.slab.get<L>(kc * slab_w);
+    L* const abuf = own.acc.get<L>(rg * slab_w);
+    L* const obuf = shared_x ? nullptr : own.own_x.get<L>(rg * kc);
+    const auto tasks = static_cast<std::int64_t>(slabs * ngroups);
+#pragma omp for schedule(dynamic, 1)
+    for (std::int64_t t = 0; t < tasks; ++t) {
+      const std::size_t s = static_cast<std::size_t>(t) / ngroups, g = static_cast<std::size_t>(t) % ngroups;
+      const std::size_t qa = s * spp, qb = std::min(panels, qa + spp);
+      const std::size_t r0 = g * rg, r1 = std::min(rows, r0 + rg);
+      init_acc(qa, qb, r0, r1, abuf);
+      for (std::size_t b = 0; b < nkb; ++b) {
+        const std::size_t p0 = b * kc, kb = std::min(kc, k - p0);
+        pack_slab(qa, qb, p0, kb, sbuf);
+        if (!shared_x) pack_x(r0, r1, p0, kb, obuf, kb);
+        for (std::size_t q = qa; q < qb; ++q) {
+          const std::size_t vq = width(q) / N, rmax = kBlock / vq;
+          const L* const panel = sbuf + (q - qa) * kb * W;
+          for (std::size_t r = r0; r < r1; r += rmax) {
+            const L* const x = shared_x ? xbuf + r * k + p0 : obuf + (r - r0) * kb;
+            L* const c = abuf + (r - r0) * slab_w + (q - qa) * W;
+            if constexpr (std::is_same_v<L, double>) {
+              if (plan.sr) {
+                // Random bits per (output, step): output (r, c) of C' is C's (i, j), index i n + j.
+                detail::GemmSrTile st;
+                st.key = key;
+                st.p0 = p0;
+                st.out0 = trans ? q * W * n + r : r * n + q * W;
+                st.out_rs = trans ? 1 : n;
+                st.out_cs = trans ? n : 1;
+                detail::gemm_tile_sr(plan, acc, std::min(rmax, r1 - r), vq, x, shared_x ? k : kb, panel, kb, c, slab_w, st);
+                continue;
+              }
+            }
+            detail::gemm_tile(plan, acc, std::min(rmax, r1 - r), vq, x, shared_x ? k : kb, panel, kb, c, slab_w);
+          }
+        }
+      }
+      finish(qa, qb, r0, r1, abuf);
     }
   }
 }
 
-}  // namespace
-
-bool gemm_is_vectorized(const MacSpec& spec) { return detail::plan_gemm_fast(spec).ok; }
-
-void gemm(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::size_t k, const double* A, std::size_t lda,
-          const double* B, std::size_t ldb, double* C, std::size_t ldc, const GemmOptions& o) {
-  spec.validate();
-  detail::check_gemm_shape(op, m, n, k, lda, ldb, ldc);
-  if (const detail::GemmFastPlan plan = detail::plan_gemm_fast(spec); plan.ok && m * n * k != 0) {
-    if (plan.f32) gemm_simd<float>(spec, plan, op, m, n, k, A, lda, B, ldb, C, ldc, o);
-    else gemm_simd<double>(spec, plan, op, m, n, k, A, lda, B, ldb, C, ldc, o);
-    return;
-  }
+// The reference path: one dot_ref per output, rows of outputs shared between threads.
+void gemm_reference(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::size_t k, const double* A,
+                    std::size_t lda, const double* B, std::size_t ldb, double* C, std::size_t ldc, const GemmOptions& o) {
   const detail::GemmOperands<double> ops{op, A, lda, B, ldb};
   const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
   const auto rows = static_cast<std::int64_t>(m);
@@ -114,11 +370,34 @@ void gemm(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::siz
   }
 }
 
+}  // namespace
+
+bool gemm_is_vectorized(const MacSpec& spec) { return detail::plan_gemm_fast(spec).ok; }
+
+void gemm(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::size_t k, const double* A, std::size_t lda,
+          const double* B, std::size_t ldb, double* C, std::size_t ldc, const GemmOptions& o) {
+  spec.validate();
+  detail::check_gemm_shape(op, m, n, k, lda, ldb, ldc);
+  if (const detail::GemmFastPlan plan = detail::plan_gemm_fast(spec); plan.ok && m * n * k != 0) {
+    if (plan.f32) gemm_simd<double, float, double>(spec, plan, op, m, n, k, A, lda, B, ldb, C, ldc, o);
+    else gemm_simd<double, double, double>(spec, plan, op, m, n, k, A, lda, B, ldb, C, ldc, o);
+    return;
+  }
+  gemm_reference(spec, op, m, n, k, A, lda, B, ldb, C, ldc, o);
+}
+
 void gemm(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::size_t k, const float* A, std::size_t lda,
           const float* B, std::size_t ldb, float* C, std::size_t ldc, const GemmOptions& o) {
   spec.validate();
   detail::check_gemm_shape(op, m, n, k, lda, ldb, ldc);
-  // A and B as stored (op decides how they are read), widened exactly to fp64 and packed
+  if (const detail::GemmFastPlan plan = detail::plan_gemm_fast(spec); plan.ok && m * n * k != 0) {
+    // Quantized and packed straight from the fp32 operands (fp32 inputs are exact in fp64, and
+    // a value of a format that fits fp32 is the same in either carrier).
+    if (plan.f32) gemm_simd<float, float, float>(spec, plan, op, m, n, k, A, lda, B, ldb, C, ldc, o);
+    else gemm_simd<float, double, float>(spec, plan, op, m, n, k, A, lda, B, ldb, C, ldc, o);
+    return;
+  }
+  // The reference: A and B as stored (op decides how they are read), widened exactly to fp64
   // (only the columns a row uses are read: the last row may end right after them).
   const std::size_t a_rows = op == GemmOp::tn ? k : m, a_cols = op == GemmOp::tn ? m : k;
   const std::size_t b_rows = op == GemmOp::nt ? n : k, b_cols = op == GemmOp::nt ? k : n;
@@ -127,7 +406,7 @@ void gemm(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::siz
     for (std::size_t q = 0; q < a_cols; ++q) a[r * a_cols + q] = A[r * lda + q];
   for (std::size_t r = 0; r < b_rows; ++r)
     for (std::size_t q = 0; q < b_cols; ++q) b[r * b_cols + q] = B[r * ldb + q];
-  gemm(spec, op, m, n, k, a.data(), a_cols, b.data(), b_cols, c.data(), n, o);
+  gemm_reference(spec, op, m, n, k, a.data(), a_cols, b.data(), b_cols, c.data(), n, o);
   for (std::size_t i = 0; i < m; ++i) {
     for (std::size_t j = 0; j < n; ++j) C[i * ldc + j] = static_cast<float>(c[i * n + j]);
   }

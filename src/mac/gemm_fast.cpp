@@ -45,6 +45,43 @@ struct Lane {
   Carrier carrier;
 };
 
+// The stochastic float accumulator (gemm_fast.h): fp64 lanes in which every product is exact
+// and no sum overflows; the accumulator a radix-2 float with gradual underflow, a zero and a
+// sign (the lane splits values at its grid with one rule for every binade), whose smallest
+// step is a normal fp64 number. Its precision only decides how often a sum is inexact in the
+// lane (then that lane's step goes to the reference): up to 24 bits is allowed.
+GemmFastPlan plan_sr(const MacSpec& spec, GemmFastPlan plan) {
+  auto no = [&](const char* why) {
+    plan.ok = false;
+    plan.why = why;
+    return plan;
+  };
+  const Format& acc = *spec.acc;
+  if (spec.order.kind != MacOrderKind::seq || spec.prod) return no("order is not seq or the product is rounded");
+  if (acc.kind() != FormatKind::floating) return no("a stochastic accumulator that is not a float");
+  const FloatSpec& fs = acc.float_spec();
+  if (fs.radix_log2 != 1 || fs.sub != Subnormals::ieee || fs.man_bits < 1 || !fs.has_zero || !fs.is_signed ||
+      fs.sp == Specials::fnuz) {
+    return no("a stochastic accumulator without gradual underflow, a zero or a sign");
+  }
+  for (const Format* in : {&spec.a, &spec.b}) {
+    if (in->kind() == FormatKind::floating && in->float_spec().sub == Subnormals::flushout) return no("a flushout input format");
+  }
+  const Range ra = range_of(spec.a), rb = range_of(spec.b), rc = range_of(acc);
+  const double prod_quantum = ra.quantum * rb.quantum, prod_max = ra.max * rb.max;
+  if (!spec.a.fits(Carrier::fp64) || !spec.b.fits(Carrier::fp64) || !acc.fits(Carrier::fp64)) return no("a format beyond fp64");
+  if (ra.bits + rb.bits > 53 || prod_quantum < DBL_MIN || prod_max > DBL_MAX / 4) return no("products not exact in fp64");
+  if (rc.bits > 24 || rc.quantum < DBL_MIN || rc.max + prod_max > DBL_MAX / 2) return no("the accumulator is too wide for fp64 lanes");
+  plan.acc = make_plan(acc, Carrier::fp64);
+  if (plan.acc.kind != PlanKind::floating) return no("no vector plan for the accumulator");
+  plan.sr = true;
+  plan.f32 = false;
+  plan.fixed = false;
+  plan.ok = true;
+  plan.why = "";
+  return plan;
+}
+
 }  // namespace
 
 GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
@@ -58,6 +95,7 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
   if (spec.prod) return no("prod= rounds the product");
   if (!spec.acc) return no("acc=exact");
   const Format& acc = *spec.acc;
+  if (acc.rounding().mode == RoundMode::sr) return plan_sr(spec, plan);
   if (acc.rounding().mode != RoundMode::rne) return no("the accumulator does not round to nearest-even");
   plan.fixed = acc.kind() != FormatKind::floating;
   if (plan.fixed && acc.kind() == FormatKind::fixed && acc.fixed_spec().wrap) return no("the fixed-point accumulator wraps");

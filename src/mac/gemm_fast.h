@@ -13,6 +13,14 @@
 //   - a saturating fixed-point (or power-of-two integer) accumulator: the exact product is
 //     converted into the accumulator with its rounding mode, then added and saturated, all
 //     exact in the lane (the accumulator has at most the lane's significand bits).
+//   - a float accumulator rounding stochastically (sr), in fp64 lanes: each step forms the sum
+//     acc + product in the lane and its exact rounding error (TwoSum); where the error is zero
+//     (the sum is exact: nearly always) the lane splits the sum at the accumulator's grid into
+//     its lower neighbour and the exact fraction above it, and compares that fraction with the
+//     step's random word (counter-based Philox, keyed per output and step as docs/mac.md
+//     section 5 says), exactly as the reference's sr does; lanes with a nonzero error, beyond
+//     the largest value, non-finite, or whose decision needs more random words go to the exact
+//     reference rounding (round_exact) for that step.
 // Everything else goes through the exact reference (gemm.cpp decides).
 #pragma once
 
@@ -28,6 +36,7 @@ struct GemmFastPlan {
   bool ok = false;       // the SIMD path computes this spec exactly
   bool f32 = false;      // in fp32 lanes (else fp64)
   bool fixed = false;    // fixed-point accumulator (else float)
+  bool sr = false;       // float accumulator rounding stochastically (sr), in fp64 lanes: gemm_tile_sr
   QuantPlan acc;         // the accumulator's rounding plan in the lane type
   double fixed_lo = 0, fixed_hi = 0;  // fixed: the accumulator's range (saturation)
   double prod_clamp = 0;              // fixed: products beyond +-this are clamped first (they saturate anyway)
@@ -36,19 +45,52 @@ struct GemmFastPlan {
 
 GemmFastPlan plan_gemm_fast(const MacSpec& spec);
 
-// C[i][j] for i in rows, j < n: acc_init (the bias already rounded into the accumulator,
-// row-major m x n, overwritten with the results) plus the products of the packed operands:
-// A row-major m x k, B as panels of `width` columns (the SIMD width times the register block):
-// panel q holds, for p = 0 .. k-1, columns q*width .. q*width + width - 1 (zero-padded).
-// One call computes rows [i0, i1) of panels [q0, q1).
-void gemm_fast_f32(const GemmFastPlan& plan, const Format& acc, const float* A, const float* Bpanels, std::size_t width,
-                   std::size_t m, std::size_t n, std::size_t k, std::size_t i0, std::size_t i1, std::size_t q0, std::size_t q1,
-                   float* C);
-void gemm_fast_f64(const GemmFastPlan& plan, const Format& acc, const double* A, const double* Bpanels, std::size_t width,
-                   std::size_t m, std::size_t n, std::size_t k, std::size_t i0, std::size_t i1, std::size_t q0, std::size_t q1,
-                   double* C);
-// Columns per panel that the kernels of the dispatched target use.
-std::size_t gemm_fast_width_f32();
-std::size_t gemm_fast_width_f64();
+// out[i * dstride] = quantize(src[i], f) converted to the lane type, for i < len: the packing
+// of a MAC input (deterministic rounding modes; f's value then fits the lane type). p is f's
+// plan for the fp32 carrier when source and destination are both fp32, else for fp64 (a value
+// of a format that fits fp32 is the same in both carriers). Bit-identical to quantize(),
+// including the CFG-5 gap below the smallest value, which is decided here in the vector lanes.
+void gemm_pack(const QuantPlan& p, const Format& f, const float* src, std::size_t len, float* dst, std::size_t dstride);
+void gemm_pack(const QuantPlan& p, const Format& f, const float* src, std::size_t len, double* dst, std::size_t dstride);
+void gemm_pack(const QuantPlan& p, const Format& f, const double* src, std::size_t len, float* dst, std::size_t dstride);
+void gemm_pack(const QuantPlan& p, const Format& f, const double* src, std::size_t len, double* dst, std::size_t dstride);
+
+// dst[p * dstride + c] = quantize(src[c * ld + p], f) converted to the lane type, for c < ncols,
+// p < len: contiguous columns of the source packed as rows (a transpose), with gemm_pack's plan.
+void gemm_pack_cols(const QuantPlan& p, const Format& f, const float* src, std::size_t ld, std::size_t ncols, std::size_t len,
+                    float* dst, std::size_t dstride);
+void gemm_pack_cols(const QuantPlan& p, const Format& f, const float* src, std::size_t ld, std::size_t ncols, std::size_t len,
+                    double* dst, std::size_t dstride);
+void gemm_pack_cols(const QuantPlan& p, const Format& f, const double* src, std::size_t ld, std::size_t ncols, std::size_t len,
+                    float* dst, std::size_t dstride);
+void gemm_pack_cols(const QuantPlan& p, const Format& f, const double* src, std::size_t ld, std::size_t ncols, std::size_t len,
+                    double* dst, std::size_t dstride);
+
+// The register-block kernel: for r < rows, c < vecs * lanes,
+//   C[r * cs + c] = C[r * cs + c] (+) X[r * xs + p] * Y[p * vecs * lanes + c],  p = 0 .. kc-1,
+// every step one MAC of the plan (the product exact, the sum rounded into the accumulator), in
+// order p. C holds the accumulators (the rounded bias, or the result of an earlier block of p),
+// Y is a panel of vecs * lanes columns (zero-padded past the matrix). vecs is 1, 2, 4 or 8 and
+// rows at most 8 / vecs.
+void gemm_tile(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const float* X,
+               std::size_t xs, const float* Y, std::size_t kc, float* C, std::size_t cs);
+void gemm_tile(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const double* X,
+               std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs);
+// Where the random bits of a tile's stochastic roundings come from: output (r, c) of the tile
+// is output out0 + r * out_rs + c * out_cs of the GEMM, and its step p is step p0 + p.
+struct GemmSrTile {
+  RandomKey key;
+  std::uint64_t out0 = 0, out_rs = 0, out_cs = 0, p0 = 0;
+};
+
+// gemm_tile for plans with sr (fp64 lanes): each step rounds the exact sum acc + x y into the
+// accumulator stochastically with the random word of (output, step, MacSite::add)
+// (docs/mac.md section 5), as the reference does.
+void gemm_tile_sr(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const double* X,
+                  std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs, const GemmSrTile& t);
+
+// Lanes of a vector of the dispatched target.
+std::size_t gemm_lanes_f32();
+std::size_t gemm_lanes_f64();
 
 }  // namespace mpsim::detail

@@ -1,105 +1,614 @@
-// The SIMD GEMM kernels (see gemm_fast.h for what they compute and why it is exact): one
-// source, compiled by Highway for AVX-512, AVX2 and one lane like the array quantizer, with
-// whose per-lane rounding kernels (quantize_lanes-inl.h) the accumulator is rounded.
+// The SIMD GEMM kernels (see gemm_fast.h for what they compute and why it is exact) and the
+// operand packing: one source, compiled by Highway for AVX-512, AVX2 and one lane like the
+// array quantizer, whose per-lane rounding kernels (quantize_lanes-inl.h) quantize the
+// operands and round the accumulator wherever the kernels' fast blocks below do not decide.
 //
-// Lanes hold outputs: a vector is kVec consecutive columns of one row, and a register block is
-// kBlock such vectors, so every lane runs its own dot product in order p = 0 .. k-1 and a
+// Lanes hold outputs: a vector is N consecutive columns of one row, and a register block is
+// R rows x V such vectors, so every lane runs its own dot product in order p = 0 .. k-1 and a
 // reduction is never split or reordered.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "src/mac/gemm_simd.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
+#include "mpsim/mac.h"
 #include "mpsim/quantize.h"
+#include "mpsim/rng.h"
 #include "src/format/quantize_lanes-inl.h"
+#include "src/mac/exact_value.h"
 #include "src/mac/gemm_fast.h"
+#include "src/mac/round_exact.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace mpsim::detail::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-constexpr std::size_t kBlock = 8;  // vectors of columns per register block
+// ---- packing: operands quantized into their input formats, converted to the lane type ------
 
-// Rounds the lanes of s into the accumulator (to nearest-even, the only mode gemm_fast admits,
-// so the random key plays no part); lanes the vector kernel leaves to the scalar reference
-// (none for the plans gemm_fast admits, but kept exact regardless) go through quantize().
-template <bool kFixed, class D>
-HWY_INLINE hn::Vec<D> RoundAcc(D d, const GemmFastPlan& plan, const Format& acc, hn::Vec<D> s) {
-  return RoundVector<RoundMode::rne, kFixed ? 1 : 0>(d, plan.acc, acc, s, nullptr, 0, RandomKey{});
+// The CFG-5 gap (0, s1) of an input format, decided here instead of by the scalar reference
+// (quantize_lanes-inl.h sends those lanes to it; small gradients make them common). A lane
+// in the gap lies strictly between the codes 0 (even) and 1 (value s1), at the exact fraction
+// |x| / s1 of the step, so each mode's decision is one comparison (quantize_ref.cpp, take_hi):
+// rne: |x| > s1 / 2; rna: |x| >= s1 / 2; rz: never; ru: x positive; rd: x negative; ro: always
+// (code 0 is even). The lanes that stay at code 0 are rounded as a zero of the same sign by the
+// vector kernel, which applies the format's zero rules (fnuz).
+template <RoundMode MODE, class D>
+HWY_INLINE hn::Mask<D> GemmGapUp(D d, hn::Vec<D> x, hn::Vec<D> ax, hn::Vec<D> half_s1) {
+  if constexpr (MODE == RoundMode::rne) return hn::Gt(ax, half_s1);
+  else if constexpr (MODE == RoundMode::rna) return hn::Ge(ax, half_s1);
+  else if constexpr (MODE == RoundMode::rz) return hn::Lt(ax, hn::Zero(d)) /* never */;
+  else if constexpr (MODE == RoundMode::ru) return hn::Gt(x, hn::Zero(d));
+  else if constexpr (MODE == RoundMode::rd) return hn::Lt(x, hn::Zero(d));
+  else return hn::Eq(ax, ax);  // ro (NaN lanes are never in the gap)
 }
 
-template <bool kFixed, typename T>
-void Rows(const GemmFastPlan& plan, const Format& acc, const T* A, const T* Bpanels, std::size_t width, std::size_t n,
-          std::size_t k, std::size_t i0, std::size_t i1, std::size_t q0, std::size_t q1, T* C) {
-  const hn::ScalableTag<T> d;
+// One vector of inputs rounded into the input format (deterministic modes only: MAC inputs
+// never round stochastically). kKind as in RoundVector: 0 float, 1 fixed, 2 saturating float.
+template <RoundMode MODE, int kKind, class D>
+HWY_INLINE hn::Vec<D> GemmQuantInput(D d, const QuantPlan& p, const Format& f, hn::Vec<D> x) {
+  using T = hn::TFromD<D>;
+  if constexpr (kKind == 0) {
+    if (p.asnormal_gap) {
+      const auto ax = hn::Abs(x);
+      const auto s1 = hn::Set(d, static_cast<T>(p.s1));
+      const auto gap = hn::And(hn::Lt(ax, s1), hn::Ne(ax, hn::Zero(d)));
+      if (!hn::AllFalse(d, gap)) {
+        const auto sign = hn::Xor(x, ax);  // the sign bit alone
+        const auto y = RoundVector<MODE, 0>(d, p, f, hn::IfThenElse(gap, sign, x), nullptr, 0, RandomKey{});
+        const auto up = hn::And(gap, GemmGapUp<MODE>(d, x, ax, hn::Set(d, static_cast<T>(p.s1 / 2))));
+        return hn::IfThenElse(up, hn::Or(s1, sign), y);
+      }
+    }
+  }
+  return RoundVector<MODE, kKind>(d, p, f, x, nullptr, 0, RandomKey{});
+}
+
+// dst[i * dstride] = lane(quantize(src[i])) for i < len: loaded as T, quantized in the carrier
+// Q of plan p (fp32 only when both T and the lane type L are fp32; the value of a format that
+// fits fp32 is the same in both carriers), stored as L (exact: the format fits L).
+template <RoundMode MODE, int kKind, typename T, typename L>
+HWY_INLINE void GemmPackRange(const QuantPlan& plan, const Format& f, const T* HWY_RESTRICT src, std::size_t len,
+                          L* HWY_RESTRICT dst, std::size_t dstride) {
+  using Q = std::conditional_t<sizeof(T) == 4 && sizeof(L) == 4, float, double>;
+  const QuantPlan p = plan;  // a local copy: its fields can stay in registers
+  const hn::ScalableTag<Q> dq;
+  const hn::Rebind<T, decltype(dq)> dt;
+  const hn::Rebind<L, decltype(dq)> dl;
+  const std::size_t N = hn::Lanes(dq);
+  constexpr std::size_t kMax = HWY_MAX_BYTES / sizeof(Q);
+  alignas(64) T in_buf[kMax] = {};
+  alignas(64) L out_buf[kMax] = {};
+  const auto load = [&](const T* s) {
+    if constexpr (std::is_same_v<T, Q>) return hn::LoadU(dq, s);
+    else return hn::PromoteTo(dq, hn::LoadU(dt, s));
+  };
+  const auto store = [&](hn::Vec<decltype(dq)> v, L* o) {
+    if constexpr (std::is_same_v<L, Q>) {
+      hn::StoreU(v, dq, o);
+    } else {
+#if HWY_TARGET == HWY_SCALAR
+      // The one-lane DemoteTo clamps infinities to the largest float; a cast keeps them.
+      (void)dl;
+      *o = static_cast<L>(hn::GetLane(v));
+#else
+      hn::StoreU(hn::DemoteTo(dl, v), dl, o);
+#endif
+    }
+  };
+  std::size_t i = 0;
+  if (dstride == 1) {
+    for (; i + N <= len; i += N) store(GemmQuantInput<MODE, kKind>(dq, p, f, load(src + i)), dst + i);
+  } else {
+    for (; i + N <= len; i += N) {
+      store(GemmQuantInput<MODE, kKind>(dq, p, f, load(src + i)), out_buf);
+      for (std::size_t j = 0; j < N; ++j) dst[(i + j) * dstride] = out_buf[j];
+    }
+  }
+  if (i < len) {
+    const std::size_t rest = len - i;
+    std::fill(in_buf, in_buf + kMax, T{0});
+    std::memcpy(in_buf, src + i, rest * sizeof(T));
+    store(GemmQuantInput<MODE, kKind>(dq, p, f, load(in_buf)), out_buf);
+    for (std::size_t j = 0; j < rest; ++j) dst[(i + j) * dstride] = out_buf[j];
+  }
+}
+
+template <typename T, typename L>
+void GemmPackAny(const QuantPlan& p, const Format& f, const T* src, std::size_t len, L* dst, std::size_t dstride) {
+#define MPSIM_PACK_MODE(m)                                                                  \
+  case RoundMode::m:                                                                        \
+    if (p.kind == PlanKind::fixed) return GemmPackRange<RoundMode::m, 1>(p, f, src, len, dst, dstride); \
+    if (p.sat_ieee) return GemmPackRange<RoundMode::m, 2>(p, f, src, len, dst, dstride);              \
+    return GemmPackRange<RoundMode::m, 0>(p, f, src, len, dst, dstride);
+  if (p.kind != PlanKind::scalar) {
+    switch (p.rounding.mode) {
+      MPSIM_PACK_MODE(rne)
+      MPSIM_PACK_MODE(rna)
+      MPSIM_PACK_MODE(rz)
+      MPSIM_PACK_MODE(ru)
+      MPSIM_PACK_MODE(rd)
+      MPSIM_PACK_MODE(ro)
+      default: break;
+    }
+  }
+#undef MPSIM_PACK_MODE
+  // No vector kernel for this format or mode: the scalar reference, element by element.
+  for (std::size_t i = 0; i < len; ++i) dst[i * dstride] = static_cast<L>(quantize(static_cast<double>(src[i]), f));
+}
+
+// dst[p * dstride + c] = lane(quantize(src[c * ld + p])) for c < ncols, p < len: columns of the
+// source, each contiguous, packed as rows (a transpose). Four columns at a time are quantized
+// as vectors along p and interleaved, so each destination row gets four lanes per store.
+template <RoundMode MODE, int kKind, typename T, typename L>
+HWY_INLINE void GemmPackColsRange(const QuantPlan& plan, const Format& f, const T* HWY_RESTRICT src, std::size_t ld,
+                                  std::size_t ncols, std::size_t len, L* HWY_RESTRICT dst, std::size_t dstride) {
+  std::size_t c = 0;
+#if HWY_TARGET != HWY_SCALAR
+  using Q = std::conditional_t<sizeof(T) == 4 && sizeof(L) == 4, float, double>;
+  const QuantPlan p = plan;
+  const hn::ScalableTag<Q> dq;
+  const hn::Rebind<T, decltype(dq)> dt;
+  const hn::Rebind<L, decltype(dq)> dl;
+  const std::size_t N = hn::Lanes(dq);
+  constexpr std::size_t kMax = HWY_MAX_BYTES / sizeof(Q);
+  alignas(64) L buf[4 * kMax];
+  const auto quant = [&](const T* s) {
+    hn::Vec<decltype(dq)> x;
+    if constexpr (std::is_same_v<T, Q>) x = hn::LoadU(dq, s);
+    else x = hn::PromoteTo(dq, hn::LoadU(dt, s));
+    const auto y = GemmQuantInput<MODE, kKind>(dq, p, f, x);
+    if constexpr (std::is_same_v<L, Q>) return y;
+    else return hn::DemoteTo(dl, y);
+  };
+  const std::size_t full = len - len % N;
+  for (; c + 4 <= ncols; c += 4) {
+    const T* const s0 = src + c * ld;
+    for (std::size_t i = 0; i < full; i += N) {
+      hn::StoreInterleaved4(quant(s0 + i), quant(s0 + ld + i), quant(s0 + 2 * ld + i), quant(s0 + 3 * ld + i), dl, buf);
+      for (std::size_t j = 0; j < N; ++j) std::memcpy(dst + (i + j) * dstride + c, buf + 4 * j, 4 * sizeof(L));
+    }
+    if (full < len) {
+      for (std::size_t c2 = c; c2 < c + 4; ++c2) {
+        GemmPackRange<MODE, kKind>(p, f, src + c2 * ld + full, len - full, dst + full * dstride + c2, dstride);
+      }
+    }
+  }
+#endif
+  for (; c < ncols; ++c) GemmPackRange<MODE, kKind>(plan, f, src + c * ld, len, dst + c, dstride);
+}
+
+template <typename T, typename L>
+void GemmPackColsAny(const QuantPlan& p, const Format& f, const T* src, std::size_t ld, std::size_t ncols, std::size_t len,
+                     L* dst, std::size_t dstride) {
+#define MPSIM_PACK_MODE(m)                                                                                         \
+  case RoundMode::m:                                                                                               \
+    if (p.kind == PlanKind::fixed) return GemmPackColsRange<RoundMode::m, 1>(p, f, src, ld, ncols, len, dst, dstride); \
+    if (p.sat_ieee) return GemmPackColsRange<RoundMode::m, 2>(p, f, src, ld, ncols, len, dst, dstride);              \
+    return GemmPackColsRange<RoundMode::m, 0>(p, f, src, ld, ncols, len, dst, dstride);
+  if (p.kind != PlanKind::scalar) {
+    switch (p.rounding.mode) {
+      MPSIM_PACK_MODE(rne)
+      MPSIM_PACK_MODE(rna)
+      MPSIM_PACK_MODE(rz)
+      MPSIM_PACK_MODE(ru)
+      MPSIM_PACK_MODE(rd)
+      MPSIM_PACK_MODE(ro)
+      default: break;
+    }
+  }
+#undef MPSIM_PACK_MODE
+  for (std::size_t c = 0; c < ncols; ++c) GemmPackAny(p, f, src + c * ld, len, dst + c, dstride);
+}
+
+void GemmPackColsF32F32(const QuantPlan& p, const Format& f, const float* s, std::size_t ld, std::size_t nc, std::size_t n,
+                        float* d, std::size_t ds) {
+  GemmPackColsAny(p, f, s, ld, nc, n, d, ds);
+}
+void GemmPackColsF32F64(const QuantPlan& p, const Format& f, const float* s, std::size_t ld, std::size_t nc, std::size_t n,
+                        double* d, std::size_t ds) {
+  GemmPackColsAny(p, f, s, ld, nc, n, d, ds);
+}
+void GemmPackColsF64F32(const QuantPlan& p, const Format& f, const double* s, std::size_t ld, std::size_t nc, std::size_t n,
+                        float* d, std::size_t ds) {
+  GemmPackColsAny(p, f, s, ld, nc, n, d, ds);
+}
+void GemmPackColsF64F64(const QuantPlan& p, const Format& f, const double* s, std::size_t ld, std::size_t nc, std::size_t n,
+                        double* d, std::size_t ds) {
+  GemmPackColsAny(p, f, s, ld, nc, n, d, ds);
+}
+
+void GemmPackF32F32(const QuantPlan& p, const Format& f, const float* s, std::size_t n, float* d, std::size_t ds) {
+  GemmPackAny(p, f, s, n, d, ds);
+}
+void GemmPackF32F64(const QuantPlan& p, const Format& f, const float* s, std::size_t n, double* d, std::size_t ds) {
+  GemmPackAny(p, f, s, n, d, ds);
+}
+void GemmPackF64F32(const QuantPlan& p, const Format& f, const double* s, std::size_t n, float* d, std::size_t ds) {
+  GemmPackAny(p, f, s, n, d, ds);
+}
+void GemmPackF64F64(const QuantPlan& p, const Format& f, const double* s, std::size_t n, double* d, std::size_t ds) {
+  GemmPackAny(p, f, s, n, d, ds);
+}
+
+// ---- the kernels -----------------------------------------------------------------------
+
+// One step of one accumulator vector: acc + x * y with the accumulator's rounding (to
+// nearest-even, the only mode gemm_fast admits, so the random key plays no part); lanes the
+// vector kernel leaves to the scalar reference (none for the plans gemm_fast admits, but kept
+// exact regardless) go through quantize().
+template <bool kFixed, class D>
+HWY_INLINE hn::Vec<D> GemmStep(D d, const GemmFastPlan& plan, const Format& acc, hn::Vec<D> a, hn::Vec<D> prod) {
+  if constexpr (kFixed) {
+    // Convert the product into the accumulator (clamped first: beyond the range it saturates
+    // either way), then add and saturate; NaN compares false and stays NaN.
+    using T = hn::TFromD<D>;
+    const auto clampv = hn::Set(d, static_cast<T>(plan.prod_clamp));
+    const auto pc = hn::IfThenElse(hn::Gt(prod, clampv), clampv,
+                                   hn::IfThenElse(hn::Lt(prod, hn::Neg(clampv)), hn::Neg(clampv), prod));
+    const auto qv = RoundVector<RoundMode::rne, 1>(d, plan.acc, acc, pc, nullptr, 0, RandomKey{});
+    const auto s = hn::Add(a, qv);  // exact: both on the accumulator's grid
+    const auto lo = hn::Set(d, static_cast<T>(plan.fixed_lo));
+    const auto hi = hn::Set(d, static_cast<T>(plan.fixed_hi));
+    return hn::IfThenElse(hn::Gt(s, hi), hi, hn::IfThenElse(hn::Lt(s, lo), lo, s));
+  } else {
+    return RoundVector<RoundMode::rne, 0>(d, plan.acc, acc, hn::Add(a, prod), nullptr, 0, RandomKey{});
+  }
+}
+
+// The float accumulator's fast block: for plans that round to nearest-even by addition all the
+// way down (QuantPlan::rne_add_low; not fnuz), each step is
+//   s = acc + x y          one FMA: the product is exact (gemm_fast.h), so this is the lane's
+//                          sum of acc and the product, rounded once;
+//   r = (|s| + C) - C      C = 2^(q + P) for the quantum 2^q of s's binade (of the lowest
+//                          normal binade below it): |s| rounded to nearest-even on the
+//                          accumulator's grid, exactly quantize_lanes-inl.h's RneByAddition,
+//                          which equals the scalar reference for every |s| up to the largest
+//                          value max (and for |s| within half a step above it, which rounds to
+//                          max); acc = r with s's sign.
+// Beyond that (overflow, infinity, NaN) r exceeds max, so instead of a test per step the
+// largest r of the block is kept, and a block where it exceeds max is computed again from its
+// starting accumulators with the full rounding (RoundVector), which handles every case.
+// Returns false in that case (a is then unchanged).
+template <typename T, int R, int V, class D>
+HWY_INLINE bool FloatBlockFast(D d, const QuantPlan& q, const T* HWY_RESTRICT X, std::size_t xs, const T* HWY_RESTRICT Y,
+                               std::size_t kc, hn::Vec<D>* a) {
+  using TU = hn::TFromD<hn::RebindToUnsigned<D>>;
+  const hn::RebindToUnsigned<D> du;
+  constexpr int P = sizeof(T) == 4 ? 23 : 52;
   const std::size_t N = hn::Lanes(d);
+  const auto sign = hn::Set(du, static_cast<TU>(TU{1} << (sizeof(T) * 8 - 1)));
+  const auto expmask = hn::Set(du, static_cast<TU>(sizeof(T) == 4 ? TU(0x7F800000u) : TU(0x7FF0000000000000ull)));
+  const auto cmin = hn::Set(du, static_cast<TU>(static_cast<TU>(q.Tn) << P));
+  const auto cadd = hn::Set(du, static_cast<TU>(static_cast<TU>(P - q.M) << P));
+  auto seen = hn::Zero(du);
+  hn::Vec<D> b[R * V];
+  for (int i = 0; i < R * V; ++i) b[i] = a[i];
+  for (std::size_t p = 0; p < kc; ++p) {
+    const T* y = Y + p * static_cast<std::size_t>(V) * N;
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const auto xv = hn::Set(d, X[static_cast<std::size_t>(r) * xs + p]);
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) {
+        const auto sv = hn::MulAdd(xv, hn::LoadU(d, y + static_cast<std::size_t>(v) * N), b[r * V + v]);
+        const auto sb = hn::BitCast(du, sv);
+        const auto C = hn::BitCast(d, hn::Add(hn::Max(hn::And(sb, expmask), cmin), cadd));
+        const auto mag = hn::BitCast(du, hn::Sub(hn::Add(hn::BitCast(d, hn::AndNot(sign, sb)), C), C));
+        seen = hn::Max(seen, mag);
+        b[r * V + v] = hn::BitCast(d, hn::OrAnd(mag, sb, sign));
+      }
+    }
+  }
+  if (!hn::AllFalse(du, hn::Gt(seen, hn::Set(du, static_cast<TU>(q.fast_hi))))) return false;
+  for (int i = 0; i < R * V; ++i) a[i] = b[i];
+  return true;
+}
+
+// The fixed-point accumulator's fast block (saturating, to nearest-even; gemm_fast.h): each
+// step converts the exact product x y into the accumulator's grid by the lane's own addition,
+// (x y + C) - C with C = 1.5 2^P quantum (whose ulp is the quantum: nearest-even on the grid
+// while |x y| < 2^(P-1) quantum), adds it (exact) and saturates, as the full rounding does for
+// products within the clamp. Products beyond min(clamp, 2^(P-2) quantum) (which saturate the
+// accumulator by themselves), infinite or NaN are not decided here: their largest magnitude is
+// kept, and a block that had one (or starts from a NaN) is computed again with the full
+// rounding. Returns false in that case (a is then unchanged).
+template <typename T, int R, int V, class D>
+HWY_INLINE bool FixedBlockFast(D d, const GemmFastPlan& plan, const T* HWY_RESTRICT X, std::size_t xs,
+                               const T* HWY_RESTRICT Y, std::size_t kc, hn::Vec<D>* a) {
+  using TU = hn::TFromD<hn::RebindToUnsigned<D>>;
+  const hn::RebindToUnsigned<D> du;
+  constexpr int P = sizeof(T) == 4 ? 23 : 52;
+  const std::size_t N = hn::Lanes(d);
+  const double quantum = plan.acc.quantum;
+  for (int i = 0; i < R * V; ++i) {
+    if (!hn::AllFalse(d, hn::IsNaN(a[i]))) return false;
+  }
+  const auto magic = hn::Set(d, static_cast<T>(1.5 * std::ldexp(quantum, P)));
   const auto lo = hn::Set(d, static_cast<T>(plan.fixed_lo));
   const auto hi = hn::Set(d, static_cast<T>(plan.fixed_hi));
-  const auto clampv = hn::Set(d, static_cast<T>(plan.prod_clamp));
-  alignas(64) T tail[kBlock * (HWY_MAX_BYTES / sizeof(T))];
-  // Panel outer, rows inner: a panel (k x width) is read from memory once and reused for every
-  // row from cache.
-  for (std::size_t q = q0; q < q1; ++q) {
-    for (std::size_t i = i0; i < i1; ++i) {
-      const T* a = A + i * k;
-      const std::size_t j0 = q * width;
-      const std::size_t cols = std::min(width, n - j0);
-      T* c = C + i * n + j0;
-      // Accumulators from C (the rounded bias); columns past n start at zero and are dropped.
-      hn::Vec<decltype(d)> accv[kBlock];
-      if (cols == width) {
-        for (std::size_t v = 0; v < kBlock; ++v) accv[v] = hn::LoadU(d, c + v * N);
-      } else {
-        std::memset(tail, 0, sizeof tail);
-        std::memcpy(tail, c, cols * sizeof(T));
-        for (std::size_t v = 0; v < kBlock; ++v) accv[v] = hn::Load(d, tail + v * N);
+  const auto sign = hn::Set(du, static_cast<TU>(TU{1} << (sizeof(T) * 8 - 1)));
+  T clamp = static_cast<T>(std::min(plan.prod_clamp, std::ldexp(quantum, P - 2)));
+  TU clamp_bits;
+  std::memcpy(&clamp_bits, &clamp, sizeof clamp);
+  auto seen = hn::Zero(du);
+  hn::Vec<D> b[R * V];
+  for (int i = 0; i < R * V; ++i) b[i] = a[i];
+  for (std::size_t p = 0; p < kc; ++p) {
+    const T* y = Y + p * static_cast<std::size_t>(V) * N;
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const auto xv = hn::Set(d, X[static_cast<std::size_t>(r) * xs + p]);
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) {
+        const auto prod = hn::Mul(xv, hn::LoadU(d, y + static_cast<std::size_t>(v) * N));
+        seen = hn::Max(seen, hn::AndNot(sign, hn::BitCast(du, prod)));
+        const auto q = hn::Sub(hn::Add(prod, magic), magic);
+        b[r * V + v] = hn::Min(hn::Max(hn::Add(b[r * V + v], q), lo), hi);
       }
-      const T* b = Bpanels + q * k * width;
-      for (std::size_t p = 0; p < k; ++p) {
-        const auto av = hn::Set(d, a[p]);
-        for (std::size_t v = 0; v < kBlock; ++v) {
-          const auto prod = hn::Mul(av, hn::Load(d, b + p * width + v * N));  // exact (gemm_fast.h)
-          if constexpr (kFixed) {
-            // Convert the product into the accumulator (clamped first: beyond the range it
-            // saturates either way), then add and saturate; NaN compares false and stays NaN.
-            const auto pc = hn::IfThenElse(hn::Gt(prod, clampv), clampv,
-                                           hn::IfThenElse(hn::Lt(prod, hn::Neg(clampv)), hn::Neg(clampv), prod));
-            const auto qv = RoundAcc<true>(d, plan, acc, pc);
-            const auto s = hn::Add(accv[v], qv);  // exact: both on the accumulator's grid
-            accv[v] = hn::IfThenElse(hn::Gt(s, hi), hi, hn::IfThenElse(hn::Lt(s, lo), lo, s));
-          } else {
-            accv[v] = RoundAcc<false>(d, plan, acc, hn::Add(accv[v], prod));
-          }
+    }
+  }
+  if (!hn::AllFalse(du, hn::Gt(seen, hn::Set(du, clamp_bits)))) return false;
+  for (int i = 0; i < R * V; ++i) a[i] = b[i];
+  return true;
+}
+
+// C[r][c] (R rows, row stride cs; c < V * N) = C[r][c] + sum over p < kc of X[r][p] * Y[p][c],
+// each step rounded into the accumulator; X has row stride xs, Y is a panel of V * N columns.
+template <bool kFixed, typename T, int R, int V>
+HWY_NOINLINE void GemmTileRV(const GemmFastPlan& plan_in, const Format& acc, const T* HWY_RESTRICT X, std::size_t xs,
+                             const T* HWY_RESTRICT Y, std::size_t kc, T* HWY_RESTRICT C, std::size_t cs) {
+  const GemmFastPlan plan = plan_in;  // a local copy: its fields can stay in registers
+  const hn::ScalableTag<T> d;
+  const std::size_t N = hn::Lanes(d);
+  const std::size_t W = V * N;
+  hn::Vec<decltype(d)> a[R * V];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) a[r * V + v] = hn::LoadU(d, C + static_cast<std::size_t>(r) * cs + static_cast<std::size_t>(v) * N);
+  bool done = false;
+  if constexpr (!kFixed) {
+    if (plan.acc.rne_add_low && !plan.acc.fnuz) done = FloatBlockFast<T, R, V>(d, plan.acc, X, xs, Y, kc, a);
+  } else {
+    done = FixedBlockFast<T, R, V>(d, plan, X, xs, Y, kc, a);
+  }
+  if (!done) {
+    for (std::size_t p = 0; p < kc; ++p) {
+      const T* y = Y + p * W;
+      for (int r = 0; r < R; ++r) {
+        const auto xv = hn::Set(d, X[static_cast<std::size_t>(r) * xs + p]);
+        for (int v = 0; v < V; ++v) {
+          // The product is exact (gemm_fast.h).
+          a[r * V + v] = GemmStep<kFixed>(d, plan, acc, a[r * V + v], hn::Mul(xv, hn::LoadU(d, y + static_cast<std::size_t>(v) * N)));
         }
       }
-      if (cols == width) {
-        for (std::size_t v = 0; v < kBlock; ++v) hn::StoreU(accv[v], d, c + v * N);
-      } else {
-        for (std::size_t v = 0; v < kBlock; ++v) hn::Store(accv[v], d, tail + v * N);
-        std::memcpy(c, tail, cols * sizeof(T));
-      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) hn::StoreU(a[r * V + v], d, C + static_cast<std::size_t>(r) * cs + static_cast<std::size_t>(v) * N);
+}
+
+// ---- the stochastic accumulator (sr), fp64 lanes --------------------------------------------
+
+// Word `word` of the Philox4x32-10 blocks whose counters are (c0, c1, stream, 0) in the low
+// halves of 64-bit lanes (rng.h: random_word), as PhiloxBlocks in quantize_simd.cpp computes
+// them: one block per lane, the 32 x 32 -> 64 products by MulEven, junk in the high halves.
+template <class DU>
+HWY_INLINE hn::Vec<DU> PhiloxLanes(DU du, hn::Vec<DU> c0, hn::Vec<DU> c1, const RandomKey& key, int word) {
+  const hn::Repartition<std::uint32_t, DU> d32;
+  const auto mul0 = hn::Set(d32, 0xD2511F53u);
+  const auto mul1 = hn::Set(d32, 0xCD9E8D57u);
+  auto c2 = hn::Set(du, std::uint64_t{key.stream});
+  auto c3 = hn::Zero(du);
+  std::uint32_t k0 = static_cast<std::uint32_t>(key.seed), k1 = static_cast<std::uint32_t>(key.seed >> 32);
+  for (int r = 0; r < 10; ++r) {
+    const auto p0 = hn::MulEven(hn::BitCast(d32, c0), mul0);
+    const auto p1 = hn::MulEven(hn::BitCast(d32, c2), mul1);
+    c0 = hn::Xor3(hn::ShiftRight<32>(p1), c1, hn::Set(du, std::uint64_t{k0}));
+    c1 = p1;
+    c2 = hn::Xor3(hn::ShiftRight<32>(p0), c3, hn::Set(du, std::uint64_t{k1}));
+    c3 = p0;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  const auto low32 = hn::Set(du, std::uint64_t{0xFFFFFFFFu});
+  return hn::And(word == 0 ? c0 : word == 1 ? c1 : word == 2 ? c2 : c3, low32);
+}
+
+// The lanes a vector step could not decide, by the reference: the exact sum of the
+// accumulator and the (exact) product, rounded once with the random bits of (output, step,
+// add), as dot_ref does.
+HWY_NOINLINE void SrFixLanes(const Format& acc, const double* a, const double* prod, double* out, std::uint64_t bits,
+                             std::size_t lanes, const std::uint64_t* outs, std::uint64_t step, const RandomKey& key) {
+  for (std::size_t j = 0; j < lanes; ++j) {
+    if ((bits >> j) & 1) {
+      const ExactValue v = ExactValue::add(ExactValue::from_double(a[j]), ExactValue::from_double(prod[j]));
+      out[j] = round_exact(v, acc, mac_random_index(outs[j], step, MacSite::add), key).value;
     }
   }
 }
 
-void GemmF32(const GemmFastPlan& plan, const Format& acc, const float* A, const float* B, std::size_t width,
-             std::size_t /*m*/, std::size_t n, std::size_t k, std::size_t i0, std::size_t i1, std::size_t q0,
-             std::size_t q1, float* C) {
-  if (plan.fixed) Rows<true>(plan, acc, A, B, width, n, k, i0, i1, q0, q1, C);
-  else Rows<false>(plan, acc, A, B, width, n, k, i0, i1, q0, q1, C);
+// One step of one vector: acc + x y rounded into the accumulator stochastically. The sum s and
+// its rounding error e (TwoSum: exact) are formed in the lane; where e = 0 the exact sum is s,
+// and with the quantum q of s's binade in the accumulator (of its lowest normal binade below
+// it), |s| / q = K + f splits it exactly into the lower neighbour K q and the fraction f of
+// the step above (both exact in fp64: the accumulator has at most 24 bits, s at most 53).
+// The reference rounds up iff U < f for the uniform U whose first 32 bits are the random
+// word w: up if w < floor(2^32 f), down if w > it, and where they are equal and f has bits
+// below 2^-32 the next words decide (the reference, probability 2^-32). The result keeps s's
+// sign (a zero sum of opposite terms is +0, as in the reference: s carries it).
+template <class D>
+HWY_INLINE hn::Vec<D> SrStep(D d, const QuantPlan& q, const Format& acc, hn::Vec<D> a, hn::Vec<D> prod,
+                             hn::Vec<hn::RebindToUnsigned<D>> w, const std::uint64_t* outs, std::uint64_t step,
+                             const RandomKey& key) {
+  const hn::RebindToUnsigned<D> du;
+  const hn::RebindToSigned<D> di;
+  const auto s = hn::Add(a, prod);
+  const auto z = hn::Sub(s, a);
+  const auto e = hn::Add(hn::Sub(a, hn::Sub(s, z)), hn::Sub(prod, z));
+  const auto as = hn::Abs(s);
+  const auto eb = hn::ShiftRight<52>(hn::BitCast(du, as));
+  const auto qb = hn::Sub(hn::Max(eb, hn::Set(du, static_cast<std::uint64_t>(q.Tn))), hn::Set(du, static_cast<std::uint64_t>(q.M)));
+  const auto quantum = hn::BitCast(d, hn::ShiftLeft<52>(qb));
+  const auto inv = hn::BitCast(d, hn::ShiftLeft<52>(hn::Sub(hn::Set(du, std::uint64_t{2046}), qb)));
+  const auto r = hn::Mul(as, inv);
+  const auto K = hn::Floor(r);
+  const auto F = hn::Mul(hn::Sub(r, K), hn::Set(d, 4294967296.0));
+  const auto F0 = hn::Floor(F);
+  const auto wd = hn::ConvertTo(d, hn::BitCast(di, w));
+  const auto up = hn::Lt(wd, F0);
+  const auto mag = hn::Mul(hn::Add(K, hn::IfThenElseZero(up, hn::Set(d, 1.0))), quantum);
+  auto y = hn::BitCast(d, hn::OrAnd(hn::BitCast(du, mag), hn::BitCast(du, s), hn::Set(du, std::uint64_t{1} << 63)));
+  // To the reference: an inexact lane sum, |s| beyond the largest value (or not finite, or
+  // NaN: the comparison is false), and ties of the first random word.
+  const auto fb = hn::Or(hn::Or(hn::Ne(e, hn::Zero(d)), hn::Not(hn::Le(as, hn::Set(d, q.max_value)))),
+                         hn::And(hn::Eq(wd, F0), hn::Ne(F, F0)));
+  if (HWY_UNLIKELY(!hn::AllFalse(d, fb))) {
+    constexpr std::size_t kMax = HWY_MAX_BYTES / sizeof(double);
+    alignas(64) double av[kMax], pv[kMax], yv[kMax];
+    hn::Store(a, d, av);
+    hn::Store(prod, d, pv);
+    hn::Store(y, d, yv);
+    std::uint8_t mask_bytes[8] = {};
+    hn::StoreMaskBits(d, fb, mask_bytes);
+    std::uint64_t bits = 0;
+    std::memcpy(&bits, mask_bytes, sizeof bits);
+    SrFixLanes(acc, av, pv, yv, bits, hn::Lanes(d), outs, step, key);
+    y = hn::Load(d, yv);
+  }
+  return y;
 }
 
-void GemmF64(const GemmFastPlan& plan, const Format& acc, const double* A, const double* B, std::size_t width,
-             std::size_t /*m*/, std::size_t n, std::size_t k, std::size_t i0, std::size_t i1, std::size_t q0,
-             std::size_t q1, double* C) {
-  if (plan.fixed) Rows<true>(plan, acc, A, B, width, n, k, i0, i1, q0, q1, C);
-  else Rows<false>(plan, acc, A, B, width, n, k, i0, i1, q0, q1, C);
+template <int R, int V>
+HWY_NOINLINE void GemmTileSrRV(const GemmFastPlan& plan_in, const Format& acc, const double* HWY_RESTRICT X, std::size_t xs,
+                               const double* HWY_RESTRICT Y, std::size_t kc, double* HWY_RESTRICT C, std::size_t cs,
+                               const GemmSrTile& t) {
+  const QuantPlan q = plan_in.acc;
+  const hn::ScalableTag<double> d;
+  const hn::RebindToUnsigned<decltype(d)> du;
+  const std::size_t N = hn::Lanes(d);
+  const std::size_t W = V * N;
+  constexpr std::size_t kMax = HWY_MAX_BYTES / sizeof(double);
+  // Every lane's output index, and the parts of its Philox counter that do not depend on the
+  // step: the element index is out 2^32 + 16 step + 3 (MacSite::add), so the block is
+  // out 2^30 + 4 step, with low word ((out mod 4) << 30) + 4 step and high word out / 4, and
+  // the word is the block's word 3.
+  alignas(64) std::uint64_t outs[R * V * kMax], c0b[R * V * kMax], c1b[R * V * kMax];
+  for (int r = 0; r < R; ++r) {
+    for (std::size_t c = 0; c < W; ++c) {
+      const std::size_t i = static_cast<std::size_t>(r) * W + c;
+      outs[i] = t.out0 + static_cast<std::uint64_t>(r) * t.out_rs + c * t.out_cs;
+      c0b[i] = (outs[i] & 3) << 30;
+      c1b[i] = outs[i] >> 2;
+    }
+  }
+  hn::Vec<decltype(d)> a[R * V];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) a[r * V + v] = hn::LoadU(d, C + static_cast<std::size_t>(r) * cs + static_cast<std::size_t>(v) * N);
+  for (std::size_t p = 0; p < kc; ++p) {
+    const double* y = Y + p * W;
+    const std::uint64_t step = t.p0 + p;
+    const auto c0step = hn::Set(du, 4 * step);
+    for (int r = 0; r < R; ++r) {
+      const auto xv = hn::Set(d, X[static_cast<std::size_t>(r) * xs + p]);
+      for (int v = 0; v < V; ++v) {
+        const std::size_t i = (static_cast<std::size_t>(r) * V + static_cast<std::size_t>(v)) * N;
+        hn::Vec<decltype(du)> w;
+#if HWY_TARGET == HWY_SCALAR
+        (void)c0step;
+        (void)c0b;
+        (void)c1b;
+        w = hn::Set(du, std::uint64_t{random_word(t.key, mac_random_index(outs[i], step, MacSite::add), 0)});
+#else
+        w = PhiloxLanes(du, hn::Add(hn::Load(du, c0b + i), c0step), hn::Load(du, c1b + i), t.key, 3);
+#endif
+        // The product is exact (gemm_fast.h).
+        const auto prod = hn::Mul(xv, hn::LoadU(d, y + static_cast<std::size_t>(v) * N));
+        a[r * V + v] = SrStep(d, q, acc, a[r * V + v], prod, w, outs + i, step, t.key);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) hn::StoreU(a[r * V + v], d, C + static_cast<std::size_t>(r) * cs + static_cast<std::size_t>(v) * N);
 }
 
-std::size_t WidthF32() { return kBlock * hn::Lanes(hn::ScalableTag<float>()); }
-std::size_t WidthF64() { return kBlock * hn::Lanes(hn::ScalableTag<double>()); }
+void GemmTileSrF64(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const double* X,
+                   std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs, const GemmSrTile& t) {
+#define MPSIM_TILE(r, v) return GemmTileSrRV<r, v>(plan, acc, X, xs, Y, kc, C, cs, t)
+  switch (V) {
+    case 8: MPSIM_TILE(1, 8);
+    case 4:
+      if (R >= 2) MPSIM_TILE(2, 4);
+      MPSIM_TILE(1, 4);
+    case 2:
+      switch (R) {
+        case 1: MPSIM_TILE(1, 2);
+        case 2: MPSIM_TILE(2, 2);
+        case 3: MPSIM_TILE(3, 2);
+        default: MPSIM_TILE(4, 2);
+      }
+    default:
+      switch (R) {
+        case 1: MPSIM_TILE(1, 1);
+        case 2: MPSIM_TILE(2, 1);
+        case 3: MPSIM_TILE(3, 1);
+        case 4: MPSIM_TILE(4, 1);
+        case 5: MPSIM_TILE(5, 1);
+        case 6: MPSIM_TILE(6, 1);
+        case 7: MPSIM_TILE(7, 1);
+        default: MPSIM_TILE(8, 1);
+      }
+  }
+#undef MPSIM_TILE
+}
+
+template <bool kFixed, typename T>
+void GemmTileAny(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const T* X, std::size_t xs,
+             const T* Y, std::size_t kc, T* C, std::size_t cs) {
+#define MPSIM_TILE(r, v) return GemmTileRV<kFixed, T, r, v>(plan, acc, X, xs, Y, kc, C, cs)
+  switch (V) {
+    case 8: MPSIM_TILE(1, 8);
+    case 4:
+      if (R >= 2) MPSIM_TILE(2, 4);
+      MPSIM_TILE(1, 4);
+    case 2:
+      switch (R) {
+        case 1: MPSIM_TILE(1, 2);
+        case 2: MPSIM_TILE(2, 2);
+        case 3: MPSIM_TILE(3, 2);
+        default: MPSIM_TILE(4, 2);
+      }
+    default:
+      switch (R) {
+        case 1: MPSIM_TILE(1, 1);
+        case 2: MPSIM_TILE(2, 1);
+        case 3: MPSIM_TILE(3, 1);
+        case 4: MPSIM_TILE(4, 1);
+        case 5: MPSIM_TILE(5, 1);
+        case 6: MPSIM_TILE(6, 1);
+        case 7: MPSIM_TILE(7, 1);
+        default: MPSIM_TILE(8, 1);
+      }
+  }
+#undef MPSIM_TILE
+}
+
+void GemmTileF32(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const float* X, std::size_t xs,
+             const float* Y, std::size_t kc, float* C, std::size_t cs) {
+  if (plan.fixed) GemmTileAny<true>(plan, acc, R, V, X, xs, Y, kc, C, cs);
+  else GemmTileAny<false>(plan, acc, R, V, X, xs, Y, kc, C, cs);
+}
+
+void GemmTileF64(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const double* X, std::size_t xs,
+             const double* Y, std::size_t kc, double* C, std::size_t cs) {
+  if (plan.fixed) GemmTileAny<true>(plan, acc, R, V, X, xs, Y, kc, C, cs);
+  else GemmTileAny<false>(plan, acc, R, V, X, xs, Y, kc, C, cs);
+}
+
+std::size_t GemmLanesF32() { return hn::Lanes(hn::ScalableTag<float>()); }
+std::size_t GemmLanesF64() { return hn::Lanes(hn::ScalableTag<double>()); }
 
 }  // namespace mpsim::detail::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
@@ -107,23 +616,62 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 namespace mpsim::detail {
 
-HWY_EXPORT(GemmF32);
-HWY_EXPORT(GemmF64);
-HWY_EXPORT(WidthF32);
-HWY_EXPORT(WidthF64);
+HWY_EXPORT(GemmPackF32F32);
+HWY_EXPORT(GemmPackF32F64);
+HWY_EXPORT(GemmPackF64F32);
+HWY_EXPORT(GemmPackF64F64);
+HWY_EXPORT(GemmPackColsF32F32);
+HWY_EXPORT(GemmPackColsF32F64);
+HWY_EXPORT(GemmPackColsF64F32);
+HWY_EXPORT(GemmPackColsF64F64);
+HWY_EXPORT(GemmTileF32);
+HWY_EXPORT(GemmTileF64);
+HWY_EXPORT(GemmTileSrF64);
+HWY_EXPORT(GemmLanesF32);
+HWY_EXPORT(GemmLanesF64);
 
-void gemm_fast_f32(const GemmFastPlan& plan, const Format& acc, const float* A, const float* B, std::size_t width,
-                   std::size_t m, std::size_t n, std::size_t k, std::size_t i0, std::size_t i1, std::size_t q0, std::size_t q1,
-                   float* C) {
-  HWY_DYNAMIC_DISPATCH(GemmF32)(plan, acc, A, B, width, m, n, k, i0, i1, q0, q1, C);
+void gemm_pack(const QuantPlan& p, const Format& f, const float* src, std::size_t len, float* dst, std::size_t dstride) {
+  HWY_DYNAMIC_DISPATCH(GemmPackF32F32)(p, f, src, len, dst, dstride);
 }
-void gemm_fast_f64(const GemmFastPlan& plan, const Format& acc, const double* A, const double* B, std::size_t width,
-                   std::size_t m, std::size_t n, std::size_t k, std::size_t i0, std::size_t i1, std::size_t q0, std::size_t q1,
-                   double* C) {
-  HWY_DYNAMIC_DISPATCH(GemmF64)(plan, acc, A, B, width, m, n, k, i0, i1, q0, q1, C);
+void gemm_pack(const QuantPlan& p, const Format& f, const float* src, std::size_t len, double* dst, std::size_t dstride) {
+  HWY_DYNAMIC_DISPATCH(GemmPackF32F64)(p, f, src, len, dst, dstride);
 }
-std::size_t gemm_fast_width_f32() { return HWY_DYNAMIC_DISPATCH(WidthF32)(); }
-std::size_t gemm_fast_width_f64() { return HWY_DYNAMIC_DISPATCH(WidthF64)(); }
+void gemm_pack(const QuantPlan& p, const Format& f, const double* src, std::size_t len, float* dst, std::size_t dstride) {
+  HWY_DYNAMIC_DISPATCH(GemmPackF64F32)(p, f, src, len, dst, dstride);
+}
+void gemm_pack(const QuantPlan& p, const Format& f, const double* src, std::size_t len, double* dst, std::size_t dstride) {
+  HWY_DYNAMIC_DISPATCH(GemmPackF64F64)(p, f, src, len, dst, dstride);
+}
+void gemm_pack_cols(const QuantPlan& p, const Format& f, const float* src, std::size_t ld, std::size_t ncols, std::size_t len,
+                    float* dst, std::size_t dstride) {
+  HWY_DYNAMIC_DISPATCH(GemmPackColsF32F32)(p, f, src, ld, ncols, len, dst, dstride);
+}
+void gemm_pack_cols(const QuantPlan& p, const Format& f, const float* src, std::size_t ld, std::size_t ncols, std::size_t len,
+                    double* dst, std::size_t dstride) {
+  HWY_DYNAMIC_DISPATCH(GemmPackColsF32F64)(p, f, src, ld, ncols, len, dst, dstride);
+}
+void gemm_pack_cols(const QuantPlan& p, const Format& f, const double* src, std::size_t ld, std::size_t ncols, std::size_t len,
+                    float* dst, std::size_t dstride) {
+  HWY_DYNAMIC_DISPATCH(GemmPackColsF64F32)(p, f, src, ld, ncols, len, dst, dstride);
+}
+void gemm_pack_cols(const QuantPlan& p, const Format& f, const double* src, std::size_t ld, std::size_t ncols, std::size_t len,
+                    double* dst, std::size_t dstride) {
+  HWY_DYNAMIC_DISPATCH(GemmPackColsF64F64)(p, f, src, ld, ncols, len, dst, dstride);
+}
+void gemm_tile(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const float* X,
+               std::size_t xs, const float* Y, std::size_t kc, float* C, std::size_t cs) {
+  HWY_DYNAMIC_DISPATCH(GemmTileF32)(plan, acc, rows, vecs, X, xs, Y, kc, C, cs);
+}
+void gemm_tile(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const double* X,
+               std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs) {
+  HWY_DYNAMIC_DISPATCH(GemmTileF64)(plan, acc, rows, vecs, X, xs, Y, kc, C, cs);
+}
+void gemm_tile_sr(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const double* X,
+                  std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs, const GemmSrTile& t) {
+  HWY_DYNAMIC_DISPATCH(GemmTileSrF64)(plan, acc, rows, vecs, X, xs, Y, kc, C, cs, t);
+}
+std::size_t gemm_lanes_f32() { return HWY_DYNAMIC_DISPATCH(GemmLanesF32)(); }
+std::size_t gemm_lanes_f64() { return HWY_DYNAMIC_DISPATCH(GemmLanesF64)(); }
 
 }  // namespace mpsim::detail
 #endif  // HWY_ONCE

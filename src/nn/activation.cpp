@@ -9,6 +9,7 @@
 
 #include "mpsim/layers.h"
 #include "mpsim/quantize_array.h"
+#include "src/nn/im2col.h"  // MPSIM_VECTOR_CLONES
 
 namespace mpsim {
 
@@ -30,39 +31,80 @@ void check_gradient_shape(const Layer& l, const Shape& dy, const Shape& expected
 
 }  // namespace
 
+namespace {
+
+// Elements per task of the ReLU loops (a task runs one vectorized call).
+constexpr std::size_t kChunk = std::size_t{1} << 14;
+
+// out = relu(in); keep (when given) = 1 where the output is the input. NaN propagates, as
+// torch.relu does; -0 and negatives become +0. Both operands of the choice are read
+// unconditionally, so the compiler makes it a vector blend.
+MPSIM_VECTOR_CLONES
+void relu_chunk(const float* in, float* out, std::uint8_t* keep, std::size_t n) {
+  if (keep) {
+    for (std::size_t i = 0; i < n; ++i) {
+      const float v = in[i];
+      const bool pass = !(v <= 0.0f);  // v > 0 or NaN
+      out[i] = pass ? v : 0.0f;
+      keep[i] = pass ? 1 : 0;
+    }
+  } else {
+    for (std::size_t i = 0; i < n; ++i) {
+      const float v = in[i];
+      out[i] = v <= 0.0f ? 0.0f : v;
+    }
+  }
+}
+
+// As PyTorch's threshold_backward (output <= 0 ? 0 : dy): no gradient where the output is +0
+// (x <= 0); where the output is NaN the gradient passes, as there.
+MPSIM_VECTOR_CLONES
+void relu_backward_chunk(const std::uint8_t* keep, const float* d, float* out, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) {
+    const float g = d[i];
+    out[i] = keep[i] != 0 ? g : 0.0f;
+  }
+}
+
+}  // namespace
+
 Tensor ReLU::forward(const Tensor& x, const StepContext& ctx) {
   Tensor y(x.shape());
+  const std::size_t n = x.size();
+  saved_ = ctx.training;
+  std::uint8_t* keep = nullptr;
+  if (ctx.training) {
+    shape_ = x.shape();
+    keep_.resize(n);
+    keep = keep_.data();
+  } else {
+    keep_.clear();
+    shape_.clear();
+  }
   const float* in = x.data();
   float* out = y.data();
-  const auto n = static_cast<long long>(x.size());
-#pragma omp parallel for num_threads(team_size(ctx)) schedule(static) if (n >= kParallelMin)
-  for (long long i = 0; i < n; ++i) {
-    // NaN propagates, as torch.relu does; -0 and negatives become +0.
-    const float v = in[i];
-    out[i] = (v > 0.0f || std::isnan(v)) ? v : 0.0f;
+  const auto chunks = static_cast<long long>((n + kChunk - 1) / kChunk);
+#pragma omp parallel for num_threads(team_size(ctx)) schedule(static) if (n >= static_cast<std::size_t>(kParallelMin))
+  for (long long ch = 0; ch < chunks; ++ch) {
+    const std::size_t first = static_cast<std::size_t>(ch) * kChunk, len = std::min(kChunk, n - first);
+    relu_chunk(in + first, out + first, keep ? keep + first : nullptr, len);
   }
-  if (ctx.training) {
-    y_ = y;
-  } else {
-    y_ = Tensor();
-  }
-  saved_ = ctx.training;
   return y;
 }
 
 Tensor ReLU::backward(const Tensor& dy, const StepContext& ctx) {
   if (!saved_) throw std::logic_error(describe(*this) + ": backward needs a forward in training mode first");
-  check_gradient_shape(*this, dy.shape(), y_.shape());
+  check_gradient_shape(*this, dy.shape(), shape_);
   Tensor dx(dy.shape());
-  const float* y = y_.data();
+  const std::uint8_t* keep = keep_.data();
   const float* d = dy.data();
   float* out = dx.data();
-  const auto n = static_cast<long long>(dy.size());
-#pragma omp parallel for num_threads(team_size(ctx)) schedule(static) if (n >= kParallelMin)
-  for (long long i = 0; i < n; ++i) {
-    // As PyTorch's threshold_backward (output <= 0 ? 0 : dy): no gradient at x == 0; where the
-    // output is NaN the gradient passes, as there.
-    out[i] = y[i] <= 0.0f ? 0.0f : d[i];
+  const std::size_t n = dy.size();
+  const auto chunks = static_cast<long long>((n + kChunk - 1) / kChunk);
+#pragma omp parallel for num_threads(team_size(ctx)) schedule(static) if (n >= static_cast<std::size_t>(kParallelMin))
+  for (long long ch = 0; ch < chunks; ++ch) {
+    const std::size_t first = static_cast<std::size_t>(ch) * kChunk, len = std::min(kChunk, n - first);
+    relu_backward_chunk(keep + first, d + first, out + first, len);
   }
   return dx;
 }

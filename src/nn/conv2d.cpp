@@ -1,21 +1,42 @@
-// The 2-D convolution as GEMMs over the whole batch (docs/nn.md):
+// The 2-D convolution (docs/nn.md). Emulated precisions (a MAC spec for the GEMM) run every
+// reduction as one GEMM over the whole batch through detail::layer_gemm:
 //   FWD  y  = W * im2col(x)               reduction over (c, r, s), the bias as start value;
 //   BWD  dx = W' * taps(dy)               reduction over (k, r, s): a true convolution, the
 //                                         zero taps (padding, stride gaps) included;
 //   GRAD dW = dy * im2col(x)^T            reduction over (n, ho, wo);
-//   db   = dy * 1                          reduction over (n, ho, wo), through the GRAD MAC.
-// Every reduction is one GEMM through detail::layer_gemm, so no partial sum is ever added in
-// FP32 outside the MAC model (DESIGN.md principle 2).
+//   db   = dy * 1                          reduction over (n, ho, wo), through the GRAD MAC;
+// so no partial sum is ever added in FP32 outside the MAC model (DESIGN.md principle 2).
 //
-// Operand roles match Linear: the activation or gradient is the MAC's operand a, the weight
-// operand b (FWD, BWD); GRAD and the bias gradient have dy as a. The MAC engine spreads its
-// work over column panels, so FWD and BWD are fastest with the long pixel dimension as the
-// GEMM's n, which puts the weight in A. When a= and b= are the same format (and in FP32) the
+// Plain FP32 (spec nullopt: the fast OpenBLAS baseline) owes nothing to a MAC model, so each of
+// its GEMMs takes the usual fast route instead, as PyTorch's CPU convolution does: blocks of
+// consecutive samples (about kBlockPixels output pixels each), every thread working through
+// its own range of samples with single-threaded sgemm calls on operands that fit its L2 cache:
+//   FWD  y_b = W * im2col(x_b)              written straight into y when a block is one sample;
+//   BWD  "same" stride-1 convolutions with many input channels: dx_b = W~ * im2col(dy_b), the
+//        forward convolution of dy (padded by r-1-pad) with the flipped kernel W~ (input and
+//        output channels swapped), written straight into dx; otherwise
+//        dx_b = col2im(W^T * dy_b), a GEMM over k, then FP32 sums of the overlapping entries;
+//   GRAD dW^T (+)= im2col(x_b) * dy_b^T per thread, the threads' partial sums then added in
+//        thread order; db likewise from per-row float sums of dy.
+// Its rounding order is OpenBLAS's, col2im's and the partial sums': reproducible for a fixed
+// thread count (the thread count decides the sample ranges), as the FP32 mode promises, and
+// never bit-compared with an emulated mode.
+//
+// Operand roles of the emulated GEMMs match Linear: the activation or gradient is the MAC's
+// operand a, the weight operand b (FWD, BWD); GRAD and the bias gradient have dy as a. The MAC
+// engine spreads its work over column panels, so FWD and BWD are fastest with the long pixel
+// dimension as the GEMM's n, which puts the weight in A. When a= and b= are the same format the
 // two inputs are interchangeable -- a*b and b*a are the same exact product, and both are
 // quantized alike -- and that layout is used; otherwise the data stays operand a and the
 // pixels become the rows. The two layouts give the same values except for the random bits of
 // stochastic roundings, which follow the output index of the GEMM (i*n + j): each layout is
 // deterministic on its own.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -66,6 +87,201 @@ detail::ConvGeometry geometry(const Shape& in, const Shape& out, std::size_t ker
   return g;
 }
 
+// Plain-FP32 sample blocks: about this many output pixels per block GEMM (n of FWD and BWD, k
+// of GRAD), so that small feature maps still give GEMMs long enough to run at full speed while
+// a block's im2col columns (c*r*r rows) stay within a core's L2 cache.
+constexpr std::size_t kBlockPixels = 512;
+
+// OpenBLAS (0.3.21, SkylakeX kernels) multiplies GEMMs of at most 10^6 multiply-adds with
+// kernels that skip packing the operands; measured here, a forward GEMM of 16 x 784 x 144 runs
+// about 1.6 times faster as two column panels of 392, 32 x 392 x 288 slightly faster as four,
+// while 64 x 490 x 576 loses when cut into 20. So a GEMM is cut into panels below the limit
+// only when it takes at most kMaxPanels of them.
+constexpr std::size_t kSmallGemm = 1000000;
+constexpr std::size_t kMaxPanels = 4;
+
+std::size_t block_samples(const detail::ConvGeometry& g) {
+  const std::size_t L = std::max<std::size_t>(g.out_pixels(), 1);
+  return std::clamp<std::size_t>(kBlockPixels / L, 1, g.n);
+}
+
+// The team of a plain-FP32 loop over samples: no more threads than samples (but one for none).
+int sample_team(const detail::ConvGeometry& g, int threads) {
+  const auto t = static_cast<std::size_t>(std::max(detail::loop_threads(threads), 1));
+  return static_cast<int>(std::clamp<std::size_t>(g.n, 1, t));
+}
+
+// Thread t of nt takes samples [n*t/nt, n*(t+1)/nt).
+std::size_t range_start(std::size_t n, std::size_t t, std::size_t nt) { return n * t / nt; }
+
+// dy of samples [n0, n0 + nb) as a channel-major block [k, nb*L] (row stride nb*L); a single
+// sample's [k, L] block is dy itself.
+const float* dy_block(const detail::ConvGeometry& g, const float* dy, std::size_t n0, std::size_t nb, float* buf) {
+  const std::size_t L = g.out_pixels();
+  if (nb == 1) return dy + n0 * g.k * L;
+  for (std::size_t b = 0; b < nb; ++b)
+    for (std::size_t k = 0; k < g.k; ++k)
+      std::memcpy(buf + k * nb * L + b * L, dy + ((n0 + b) * g.k + k) * L, L * sizeof(float));
+  return buf;
+}
+
+// sums[k] (+)= the float sum of row k of a [rows, width] matrix, each in a fixed order: eight
+// interleaved lanes (element i into lane i mod 8, which keeps them in one vector register), then
+// the lanes pairwise.
+MPSIM_VECTOR_CLONES
+void add_row_sums(const float* m, std::size_t rows, std::size_t width, float* sums, bool first) {
+  for (std::size_t k = 0; k < rows; ++k) {
+    const float* p = m + k * width;
+    float lane[8] = {};
+    std::size_t i = 0;
+    for (; i + 8 <= width; i += 8)
+      for (std::size_t j = 0; j < 8; ++j) lane[j] += p[i + j];
+    for (std::size_t j = 0; i + j < width; ++j) lane[j] += p[i + j];
+    const float s = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    sums[k] = first ? s : sums[k] + s;
+  }
+}
+
+void forward_fp32(const detail::ConvGeometry& g, const float* x, const float* w, const float* bias, float* y,
+                  int threads) {
+  const std::size_t L = g.out_pixels(), crr = g.crr(), B = block_samples(g);
+  const int team = sample_team(g, threads);
+  const detail::SerialBlas serial(team);
+  // Per thread: a block's columns and, for blocks of several samples, its channel-major result.
+  const std::size_t per_thread = crr * B * L + (B > 1 ? g.k * B * L : 0);
+  float* ws = detail::scratch(detail::Scratch::blocks, static_cast<std::size_t>(team) * per_thread);
+#pragma omp parallel num_threads(team)
+  {
+    const auto t = static_cast<std::size_t>(omp_get_thread_num()), nt = static_cast<std::size_t>(omp_get_num_threads());
+    float* cols = ws + t * per_thread;
+    float* res = cols + crr * B * L;
+    for (std::size_t n0 = range_start(g.n, t, nt), end = range_start(g.n, t + 1, nt); n0 < end; n0 += B) {
+      const std::size_t nb = std::min(B, end - n0), width = nb * L;
+      detail::im2col_samples(g, x, n0, nb, cols, width);
+      float* out = nb == 1 ? y + n0 * g.k * L : res;
+      if (bias) {
+        for (std::size_t k = 0; k < g.k; ++k) std::fill(out + k * width, out + (k + 1) * width, bias[k]);
+      }
+      // A GEMM a few times larger than OpenBLAS's small-matrix limit runs faster as that many
+      // column panels, each below the limit (no operand packing); far larger ones do not.
+      const std::size_t work = g.k * width * crr, panels = (work + kSmallGemm - 1) / kSmallGemm;
+      const std::size_t step = panels <= kMaxPanels ? (width + panels - 1) / panels : width;
+      for (std::size_t j = 0; j < width; j += step) {
+        const std::size_t cn = std::min(step, width - j);
+        detail::fp32_gemm_serial(GemmOp::nn, g.k, cn, crr, w, crr, cols + j, width, bias ? 1.0f : 0.0f, out + j,
+                                 width);
+      }
+      if (nb > 1) {
+        for (std::size_t b = 0; b < nb; ++b)
+          for (std::size_t k = 0; k < g.k; ++k)
+            std::memcpy(y + ((n0 + b) * g.k + k) * L, res + k * width + b * L, L * sizeof(float));
+      }
+    }
+  }
+}
+
+// The stride-1 data gradient goes through the transposed forward convolution from this many
+// input channels on (below, the col2im route's GEMM with c*r*r rows is the faster one).
+constexpr std::size_t kMinTransposedChannels = 16;
+
+// dx (zero on entry) = the data gradient of dy: the transposed convolution where it pays,
+// otherwise col2im(W^T dy) block by block.
+void data_gradient_fp32(const detail::ConvGeometry& g, const float* dy, const float* w, float* dx, int threads) {
+  if (g.stride == 1 && g.pad < g.r && g.in_pixels() <= g.out_pixels() && g.c >= kMinTransposedChannels) {
+    // With stride 1 dx is itself a forward convolution: of dy, zero-padded by r - 1 - pad, with
+    // the flipped kernel whose input and output channels trade places. That route writes dx
+    // straight from the GEMM, with no col2im sums. It multiplies as often as the col2im route
+    // when dy is no smaller than dx (padding >= (r-1)/2, "same" convolutions) and more otherwise
+    // (its taps then reach far into the padding); and its GEMM has the input channels as rows,
+    // too few of them for a fast GEMM in a network's first layers.
+    detail::ConvGeometry t;
+    t.n = g.n, t.c = g.k, t.h = g.ho, t.w = g.wo;
+    t.k = g.c, t.r = g.r, t.stride = 1, t.pad = g.r - 1 - g.pad;
+    t.ho = g.h, t.wo = g.w;
+    const std::size_t r = g.r, krr = g.krr();
+    float* wt = detail::scratch(detail::Scratch::weights, g.c * krr);
+    for (std::size_t c = 0; c < g.c; ++c)
+      for (std::size_t k = 0; k < g.k; ++k)
+        for (std::size_t ri = 0; ri < r; ++ri)
+          for (std::size_t si = 0; si < r; ++si)
+            wt[c * krr + (k * r + ri) * r + si] = w[((k * g.c + c) * r + (r - 1 - ri)) * r + (r - 1 - si)];
+    forward_fp32(t, dy, wt, nullptr, dx, threads);
+    return;
+  }
+  const std::size_t L = g.out_pixels(), crr = g.crr(), B = block_samples(g);
+  const int team = sample_team(g, threads);
+  const detail::SerialBlas serial(team);
+  const std::size_t per_thread = crr * B * L + (B > 1 ? g.k * B * L : 0);
+  float* ws = detail::scratch(detail::Scratch::blocks, static_cast<std::size_t>(team) * per_thread);
+#pragma omp parallel num_threads(team)
+  {
+    const auto t = static_cast<std::size_t>(omp_get_thread_num()), nt = static_cast<std::size_t>(omp_get_num_threads());
+    float* dcols = ws + t * per_thread;
+    float* buf = dcols + crr * B * L;
+    for (std::size_t n0 = range_start(g.n, t, nt), end = range_start(g.n, t + 1, nt); n0 < end; n0 += B) {
+      const std::size_t nb = std::min(B, end - n0), width = nb * L;
+      // dcols [crr, nb*L] = W^T [crr, k] * dy_b [k, nb*L] (tn: W [k, crr] as stored).
+      detail::fp32_gemm_serial(GemmOp::tn, crr, width, g.k, w, crr, dy_block(g, dy, n0, nb, buf), width, 0.0f, dcols,
+                               width);
+      detail::col2im_add_samples(g, dcols, width, n0, nb, dx);
+    }
+  }
+}
+
+// dw = dy * im2col(x)^T and db[k] = sum of dy's channel k (db may be null).
+void weight_gradient_fp32(const detail::ConvGeometry& g, const float* x, const float* dy, float* dw, float* db,
+                          int threads) {
+  const std::size_t L = g.out_pixels(), crr = g.crr(), B = block_samples(g), wsize = g.k * crr;
+  const int team = sample_team(g, threads);
+  const detail::SerialBlas serial(team);
+  const std::size_t per_thread = crr * B * L + (B > 1 ? g.k * B * L : 0);
+  float* ws = detail::scratch(detail::Scratch::blocks, static_cast<std::size_t>(team) * per_thread);
+  // Each thread's sums: dW^T [crr, k] (the faster GEMM layout: the long crr dimension as m), then
+  // the bias gradient [k].
+  const std::size_t psize = wsize + g.k;
+  float* partials = detail::scratch(detail::Scratch::partials, static_cast<std::size_t>(team) * psize);
+  int used = 1;
+#pragma omp parallel num_threads(team)
+  {
+    const auto t = static_cast<std::size_t>(omp_get_thread_num()), nt = static_cast<std::size_t>(omp_get_num_threads());
+    if (t == 0) used = static_cast<int>(nt);
+    float* cols = ws + t * per_thread;
+    float* buf = cols + crr * B * L;
+    float* pw = partials + t * psize;
+    float* pb = pw + wsize;
+    bool first = true;
+    for (std::size_t n0 = range_start(g.n, t, nt), end = range_start(g.n, t + 1, nt); n0 < end; n0 += B) {
+      const std::size_t nb = std::min(B, end - n0), width = nb * L;
+      const float* dyb = dy_block(g, dy, n0, nb, buf);
+      detail::im2col_samples(g, x, n0, nb, cols, width);
+      // pw [crr, k] (+)= cols [crr, nb*L] * dy_b^T (nt: dy_b [k, nb*L] as stored).
+      detail::fp32_gemm_serial(GemmOp::nt, crr, g.k, width, cols, width, dyb, width, first ? 0.0f : 1.0f, pw, g.k);
+      add_row_sums(dyb, g.k, width, pb, first);
+      first = false;
+    }
+    if (first) std::fill(pw, pw + psize, 0.0f);  // no samples for this thread
+  }
+  // dw[k, q] = the threads' sums in thread order.
+  const auto rows = static_cast<std::int64_t>(g.k);
+#pragma omp parallel for schedule(static) num_threads(team)
+  for (std::int64_t kk = 0; kk < rows; ++kk) {
+    const auto k = static_cast<std::size_t>(kk);
+    float* out = dw + k * crr;
+    for (std::size_t q = 0; q < crr; ++q) out[q] = partials[q * g.k + k];
+    for (int t = 1; t < used; ++t) {
+      const float* p = partials + static_cast<std::size_t>(t) * psize;
+      for (std::size_t q = 0; q < crr; ++q) out[q] += p[q * g.k + k];
+    }
+  }
+  if (db) {
+    for (std::size_t k = 0; k < g.k; ++k) {
+      float s = partials[wsize + k];
+      for (int t = 1; t < used; ++t) s += partials[static_cast<std::size_t>(t) * psize + wsize + k];
+      db[k] = s;
+    }
+  }
+}
+
 }  // namespace
 
 Tensor Conv2d::forward(const Tensor& x, const StepContext& ctx) {
@@ -73,28 +289,36 @@ Tensor Conv2d::forward(const Tensor& x, const StepContext& ctx) {
   const detail::ConvGeometry g = geometry(x.shape(), y.shape(), kernel_, stride_, padding_);
   detail::check_parameter(weight, {out_, in_, kernel_, kernel_}, name());
   if (bias) detail::check_parameter(*bias, {out_}, name());
-  const std::size_t crr = g.crr(), L = g.out_pixels(), nl = g.n * L;
-  std::vector<float> cols(crr * nl);
-  detail::im2col(g, x.data(), cols.data(), ctx.threads);
   const float* b = bias ? bias->value.data() : nullptr;
-  const MacRandom rnd = gemm_random(ctx, id, GemmRole::fwd);
-  if (inputs_interchangeable(precision_.fwd)) {
-    // [K, N*L] = W [K, crr] * cols [crr, N*L]; W's memory order is already (k, (c, r, s)).
-    std::vector<float> out(g.k * nl);
-    detail::layer_gemm(precision_.fwd, GemmOp::nn, g.k, nl, crr, weight.value.data(), crr, cols.data(), nl, out.data(),
-                       nl, b, detail::BiasAxis::row, rnd, ctx.threads);
-    detail::channel_major_to_nchw(g.n, g.k, L, out.data(), y.data(), ctx.threads);
+  if (!precision_.fwd) {
+    forward_fp32(g, x.data(), weight.value.data(), b, y.data(), ctx.threads);
   } else {
-    // [N*L, K] = cols^T * W^T (tn: A = cols as stored), with W^T [crr, K] copied.
-    std::vector<float> wt(crr * g.k), out(nl * g.k);
-    for (std::size_t k = 0; k < g.k; ++k)
-      for (std::size_t q = 0; q < crr; ++q) wt[q * g.k + k] = weight.value[k * crr + q];
-    detail::layer_gemm(precision_.fwd, GemmOp::tn, nl, g.k, crr, cols.data(), nl, wt.data(), g.k, out.data(), g.k, b,
-                       detail::BiasAxis::col, rnd, ctx.threads);
-    detail::pixel_major_to_nchw(g.n, g.k, L, out.data(), y.data(), ctx.threads);
+    const std::size_t crr = g.crr(), L = g.out_pixels(), nl = g.n * L;
+    float* cols = detail::scratch(detail::Scratch::columns, crr * nl);
+    detail::im2col(g, x.data(), cols, ctx.threads);
+    const MacRandom rnd = gemm_random(ctx, id, GemmRole::fwd);
+    float* out = detail::scratch(detail::Scratch::out, g.k * nl);
+    if (inputs_interchangeable(precision_.fwd)) {
+      // [K, N*L] = W [K, crr] * cols [crr, N*L]; W's memory order is already (k, (c, r, s)).
+      detail::layer_gemm(precision_.fwd, GemmOp::nn, g.k, nl, crr, weight.value.data(), crr, cols, nl, out, nl, b,
+                         detail::BiasAxis::row, rnd, ctx.threads);
+      detail::channel_major_to_nchw(g.n, g.k, L, out, y.data(), ctx.threads);
+    } else {
+      // [N*L, K] = cols^T * W^T (tn: A = cols as stored), with W^T [crr, K] copied.
+      float* wt = detail::scratch(detail::Scratch::weights, crr * g.k);
+      for (std::size_t k = 0; k < g.k; ++k)
+        for (std::size_t q = 0; q < crr; ++q) wt[q * g.k + k] = weight.value[k * crr + q];
+      detail::layer_gemm(precision_.fwd, GemmOp::tn, nl, g.k, crr, cols, nl, wt, g.k, out, g.k, b,
+                         detail::BiasAxis::col, rnd, ctx.threads);
+      detail::pixel_major_to_nchw(g.n, g.k, L, out, y.data(), ctx.threads);
+    }
   }
   // The input, not its im2col (r*r times larger), is what backward keeps; GRAD rebuilds cols.
-  x_ = ctx.training ? x : Tensor();
+  if (ctx.training) {
+    detail::copy_tensor(x_, x, ctx.threads);  // into last step's buffer
+  } else {
+    x_ = Tensor();
+  }
   return y;
 }
 
@@ -117,48 +341,53 @@ Tensor Conv2d::backward(const Tensor& dy, const StepContext& ctx) {
   const std::size_t nhw = g.n * P, nl = g.n * L;
   const float* w = weight.value.data();
 
-  // BWD: dx[n, c, h, w] = sum over (k, r, s) of taps[(k, r, s), (n, h, w)] * W[k, c, r, s].
-  Tensor dx(x_.shape());
-  {
-    std::vector<float> taps(krr * nhw);
-    detail::gather_taps(g, dy.data(), taps.data(), ctx.threads);
+  Tensor dx(x_.shape());  // zero-filled
+  if (!precision_.bwd) {
+    data_gradient_fp32(g, dy.data(), w, dx.data(), ctx.threads);
+  } else {
+    // BWD: dx[n, c, h, w] = sum over (k, r, s) of taps[(k, r, s), (n, h, w)] * W[k, c, r, s].
+    float* taps = detail::scratch(detail::Scratch::columns, krr * nhw);
+    detail::gather_taps(g, dy.data(), taps, ctx.threads);
     const MacRandom rnd = gemm_random(ctx, id, GemmRole::bwd);
+    float* wr = detail::scratch(detail::Scratch::weights, g.c * krr);
+    float* out = detail::scratch(detail::Scratch::out, g.c * nhw);
     if (inputs_interchangeable(precision_.bwd)) {
       // [C, N*H*W] = W' [C, krr] * taps [krr, N*H*W], W'[c, (k, r, s)] = W[k, c, r, s].
-      std::vector<float> wr(g.c * krr), out(g.c * nhw);
       for (std::size_t k = 0; k < g.k; ++k)
         for (std::size_t c = 0; c < g.c; ++c)
           for (std::size_t q = 0; q < rr; ++q) wr[c * krr + k * rr + q] = w[(k * g.c + c) * rr + q];
-      detail::layer_gemm(precision_.bwd, GemmOp::nn, g.c, nhw, krr, wr.data(), krr, taps.data(), nhw, out.data(), nhw,
-                         nullptr, detail::BiasAxis::none, rnd, ctx.threads);
-      detail::channel_major_to_nchw(g.n, g.c, P, out.data(), dx.data(), ctx.threads);
+      detail::layer_gemm(precision_.bwd, GemmOp::nn, g.c, nhw, krr, wr, krr, taps, nhw, out, nhw, nullptr,
+                         detail::BiasAxis::none, rnd, ctx.threads);
+      detail::channel_major_to_nchw(g.n, g.c, P, out, dx.data(), ctx.threads);
     } else {
       // [N*H*W, C] = taps^T * W'' (tn: A = taps as stored), W''[(k, r, s), c] = W[k, c, r, s].
-      std::vector<float> wr(krr * g.c), out(nhw * g.c);
       for (std::size_t k = 0; k < g.k; ++k)
         for (std::size_t c = 0; c < g.c; ++c)
           for (std::size_t q = 0; q < rr; ++q) wr[(k * rr + q) * g.c + c] = w[(k * g.c + c) * rr + q];
-      detail::layer_gemm(precision_.bwd, GemmOp::tn, nhw, g.c, krr, taps.data(), nhw, wr.data(), g.c, out.data(), g.c,
-                         nullptr, detail::BiasAxis::none, rnd, ctx.threads);
-      detail::pixel_major_to_nchw(g.n, g.c, P, out.data(), dx.data(), ctx.threads);
+      detail::layer_gemm(precision_.bwd, GemmOp::tn, nhw, g.c, krr, taps, nhw, wr, g.c, out, g.c, nullptr,
+                         detail::BiasAxis::none, rnd, ctx.threads);
+      detail::pixel_major_to_nchw(g.n, g.c, P, out, dx.data(), ctx.threads);
     }
   }
 
+  if (!precision_.grad) {
+    weight_gradient_fp32(g, x_.data(), dy.data(), weight.grad.data(), bias ? bias->grad.data() : nullptr, ctx.threads);
+    return dx;
+  }
   // GRAD: dW [K, crr] = dy' [K, N*L] * cols^T (nt, cols [crr, N*L] as stored), reducing over
   // (n, ho, wo) in that order; dy' is dy with its channel dimension first.
-  std::vector<float> dyr(g.k * nl);
-  detail::nchw_to_channel_major(g.n, g.k, L, dy.data(), dyr.data(), ctx.threads);
-  {
-    std::vector<float> cols(crr * nl);
-    detail::im2col(g, x_.data(), cols.data(), ctx.threads);
-    detail::layer_gemm(precision_.grad, GemmOp::nt, g.k, crr, nl, dyr.data(), nl, cols.data(), nl, weight.grad.data(),
-                       crr, nullptr, detail::BiasAxis::none, gemm_random(ctx, id, GemmRole::grad), ctx.threads);
-  }
+  float* dyr = detail::scratch(detail::Scratch::out, g.k * nl);
+  detail::nchw_to_channel_major(g.n, g.k, L, dy.data(), dyr, ctx.threads);
+  float* cols = detail::scratch(detail::Scratch::columns, crr * nl);
+  detail::im2col(g, x_.data(), cols, ctx.threads);
+  detail::layer_gemm(precision_.grad, GemmOp::nt, g.k, crr, nl, dyr, nl, cols, nl, weight.grad.data(), crr, nullptr,
+                     detail::BiasAxis::none, gemm_random(ctx, id, GemmRole::grad), ctx.threads);
   if (bias) {
     // db [K, 1] = dy' [K, N*L] * 1 [N*L, 1], the same reduction order as GRAD.
-    const std::vector<float> ones(nl, 1.0f);
-    detail::layer_gemm(precision_.grad, GemmOp::nn, g.k, 1, nl, dyr.data(), nl, ones.data(), 1, bias->grad.data(), 1,
-                       nullptr, detail::BiasAxis::none, gemm_random(ctx, id, GemmRole::bias_grad), ctx.threads);
+    float* ones = detail::scratch(detail::Scratch::weights, nl);
+    std::fill(ones, ones + nl, 1.0f);
+    detail::layer_gemm(precision_.grad, GemmOp::nn, g.k, 1, nl, dyr, nl, ones, 1, bias->grad.data(), 1, nullptr,
+                       detail::BiasAxis::none, gemm_random(ctx, id, GemmRole::bias_grad), ctx.threads);
   }
   return dx;
 }

@@ -3,8 +3,10 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <vector>
 
@@ -12,36 +14,150 @@ namespace mpsim::detail {
 
 namespace {
 
-// For every kernel offset q < r and output position o < out: the input position
-// o*stride - pad + q, or -1 where it falls into the padding.
-std::vector<std::ptrdiff_t> input_index_table(std::size_t r, std::size_t out, std::size_t in, std::size_t stride,
-                                              std::size_t pad) {
-  std::vector<std::ptrdiff_t> t(r * out);
-  for (std::size_t q = 0; q < r; ++q) {
-    for (std::size_t o = 0; o < out; ++o) {
-      const auto pos = static_cast<std::ptrdiff_t>(o * stride + q) - static_cast<std::ptrdiff_t>(pad);
-      t[q * out + o] = pos >= 0 && pos < static_cast<std::ptrdiff_t>(in) ? pos : -1;
-    }
-  }
-  return t;
+// The output positions o < out whose input position o*stride - pad + q lies in [0, in), for a
+// kernel offset q: they form one range [lo, hi) (empty when lo == hi). Positions outside it
+// read the zero padding.
+struct Range {
+  std::size_t lo = 0, hi = 0;
+};
+
+Range inside(std::size_t q, std::size_t out, std::size_t in, std::size_t stride, std::size_t pad) {
+  // o*stride + q >= pad  and  o*stride + q < in + pad.
+  const std::size_t lo = q >= pad ? 0 : (pad - q + stride - 1) / stride;
+  const std::size_t hi = in + pad <= q ? 0 : (in + pad - q + stride - 1) / stride;
+  Range r;
+  r.hi = std::min(hi, out);
+  r.lo = std::min(lo, r.hi);
+  return r;
 }
 
-// For every kernel offset q < r and input position i < in: the output position o with
-// o*stride - pad + q == i, or -1 where there is none (the tap falls outside dy: before its start,
-// past its end, or between two strided outputs).
-std::vector<std::ptrdiff_t> output_index_table(std::size_t r, std::size_t in, std::size_t out, std::size_t stride,
-                                               std::size_t pad) {
-  std::vector<std::ptrdiff_t> t(r * in);
-  for (std::size_t q = 0; q < r; ++q) {
-    for (std::size_t i = 0; i < in; ++i) {
-      const auto u = static_cast<std::ptrdiff_t>(i + pad) - static_cast<std::ptrdiff_t>(q);
-      const auto s = static_cast<std::ptrdiff_t>(stride);
-      const bool ok = u >= 0 && u % s == 0 && u / s < static_cast<std::ptrdiff_t>(out);
-      t[q * in + i] = ok ? u / s : -1;
+// The ranges of every kernel offset of a convolution, computed once per call rather than per
+// row (each takes divisions).
+struct KernelRanges {
+  std::vector<Range> rows, cols;  // by ri, by si
+  explicit KernelRanges(const ConvGeometry& g) : rows(g.r), cols(g.r) {
+    for (std::size_t q = 0; q < g.r; ++q) {
+      rows[q] = inside(q, g.ho, g.h, g.stride, g.pad);
+      cols[q] = inside(q, g.wo, g.w, g.stride, g.pad);
     }
   }
-  return t;
+};
+
+// Zeroes the entries (oi, j) of a ho x wo plane with oi in `rows` and j outside `cols`: a few
+// per row (at most the padding). Column by column, so that the compiler does not turn each
+// row's handful of stores into a call to memset.
+void zero_row_ends(float* plane, Range rows, Range cols, std::size_t wo) {
+  for (std::size_t j = 0; j < cols.lo; ++j)
+    for (std::size_t oi = rows.lo; oi < rows.hi; ++oi) plane[oi * wo + j] = 0.0f;
+  for (std::size_t j = cols.hi; j < wo; ++j)
+    for (std::size_t oi = rows.lo; oi < rows.hi; ++oi) plane[oi * wo + j] = 0.0f;
 }
+
+// One im2col row (kernel offset ri, si) of one sample's channel plane xc: ho*wo values.
+void im2col_row(const ConvGeometry& g, const float* xc, const KernelRanges& kr, std::size_t ri, std::size_t si,
+                float* out) {
+  const Range rows = kr.rows[ri], cols = kr.cols[si];
+  std::fill(out, out + rows.lo * g.wo, 0.0f);
+  std::fill(out + rows.hi * g.wo, out + g.ho * g.wo, 0.0f);
+  const std::size_t count = cols.hi - cols.lo;
+  if (g.stride == 1 && g.wo == g.w && count > 0 && rows.hi > rows.lo) {
+    // Output and input rows have the same length, so the valid outputs, row after row, read one
+    // contiguous run of the input: one copy from the first valid output to the last, then the
+    // few outputs at the row ends that read the neighbouring row instead of padding are zeroed.
+    const std::size_t first = rows.lo * g.wo + cols.lo, last = (rows.hi - 1) * g.wo + cols.hi;
+    const float* src = xc + (rows.lo + ri - g.pad) * g.w + (cols.lo + si - g.pad);
+    std::memcpy(out + first, src, (last - first) * sizeof(float));
+    zero_row_ends(out, rows, cols, g.wo);
+    return;
+  }
+  for (std::size_t oi = rows.lo; oi < rows.hi; ++oi) {
+    float* o = out + oi * g.wo;
+    std::fill(o, o + cols.lo, 0.0f);
+    std::fill(o + cols.hi, o + g.wo, 0.0f);
+    if (count == 0) continue;
+    // Both positions lie inside the input (the ranges say so), so the subtractions cannot wrap.
+    const float* xr = xc + (oi * g.stride + ri - g.pad) * g.w + (cols.lo * g.stride + si - g.pad);
+    if (g.stride == 1) {
+      // A loop, not memcpy: the runs are short here (a row of a small map), where a library
+      // call per run costs more than the copy.
+      float* d = o + cols.lo;
+      for (std::size_t j = 0; j < count; ++j) d[j] = xr[j];
+    } else {
+      for (std::size_t j = 0; j < count; ++j) o[cols.lo + j] = xr[j * g.stride];
+    }
+  }
+}
+
+// Adds one row (kernel offset ri, si) of the column gradient (ho*wo values) into the channel
+// plane xc of dx. The row is scratch that is used once, so it may be changed.
+MPSIM_VECTOR_CLONES
+void col2im_row_add(const ConvGeometry& g, float* d, const KernelRanges& kr, std::size_t ri, std::size_t si,
+                    float* __restrict xc) {
+  const Range rows = kr.rows[ri], cols = kr.cols[si];
+  const std::size_t count = cols.hi - cols.lo;
+  if (count == 0 || rows.hi == rows.lo) return;
+  if (g.stride == 1 && g.wo == g.w) {
+    // As in im2col_row: the valid entries, row after row, go to one contiguous run of dx. The
+    // entries between them (at the row ends, destined for the padding) would land on the
+    // neighbouring row, so they are set to +0 first: dx starts at +0, a sum that starts at +0
+    // never becomes -0 under round-to-nearest, and adding +0 to anything but -0 changes nothing.
+    // One long add replaces many short ones.
+    zero_row_ends(d, rows, cols, g.wo);
+    const std::size_t first = rows.lo * g.wo + cols.lo, last = (rows.hi - 1) * g.wo + cols.hi;
+    float* __restrict dst = xc + (rows.lo + ri - g.pad) * g.w + (cols.lo + si - g.pad);
+    const float* __restrict src = d + first;
+    for (std::size_t j = 0; j < last - first; ++j) dst[j] += src[j];
+    return;
+  }
+  for (std::size_t oi = rows.lo; oi < rows.hi; ++oi) {
+    float* __restrict xr = xc + (oi * g.stride + ri - g.pad) * g.w + (cols.lo * g.stride + si - g.pad);
+    const float* __restrict dr = d + oi * g.wo + cols.lo;
+    if (g.stride == 1) {
+      for (std::size_t j = 0; j < count; ++j) xr[j] += dr[j];
+    } else {
+      for (std::size_t j = 0; j < count; ++j) xr[j * g.stride] += dr[j];
+    }
+  }
+}
+
+// One row (kernel offset ri, si) of the tap matrix for one sample's channel plane dyk of dy:
+// h*w values, out[hi*w + wi] = dyk[oi*wo + oj] where hi = oi*stride - pad + ri and
+// wi = oj*stride - pad + si, +0 wherever no (oi, oj) lands. The outputs whose tap lies inside
+// the input are exactly those of im2col_row's ranges; this is their scatter instead of a gather.
+void taps_row(const ConvGeometry& g, const float* dyk, const KernelRanges& kr, std::size_t ri, std::size_t si,
+              float* out) {
+  const Range rows = kr.rows[ri], cols = kr.cols[si];
+  const std::size_t count = cols.hi - cols.lo;
+  if (g.stride != 1 || count == 0 || rows.hi == rows.lo) {
+    std::fill(out, out + g.h * g.w, 0.0f);
+    if (count == 0) return;
+    for (std::size_t oi = rows.lo; oi < rows.hi; ++oi) {
+      float* o = out + (oi * g.stride + ri - g.pad) * g.w + (cols.lo * g.stride + si - g.pad);
+      const float* d = dyk + oi * g.wo + cols.lo;
+      for (std::size_t j = 0; j < count; ++j) o[j * g.stride] = d[j];
+    }
+    return;
+  }
+  // Stride 1: input rows [h0, h1) and columns [w0, w0 + count) receive dy, the rest is +0.
+  const std::size_t h0 = rows.lo + ri - g.pad, h1 = rows.hi + ri - g.pad, w0 = cols.lo + si - g.pad;
+  std::fill(out, out + h0 * g.w, 0.0f);
+  std::fill(out + h1 * g.w, out + g.h * g.w, 0.0f);
+  for (std::size_t hi = h0; hi < h1; ++hi) {
+    float* o = out + hi * g.w;
+    const float* d = dyk + (hi + g.pad - ri) * g.wo + cols.lo;
+    for (std::size_t j = 0; j < w0; ++j) o[j] = 0.0f;
+    for (std::size_t j = 0; j < count; ++j) o[w0 + j] = d[j];
+    for (std::size_t j = w0 + count; j < g.w; ++j) o[j] = 0.0f;
+  }
+}
+
+struct ScratchBuffer {
+  std::unique_ptr<float[]> data;
+  std::size_t size = 0;
+};
+
+constexpr std::size_t kScratchSlots = static_cast<std::size_t>(Scratch::partials) + 1;
+thread_local std::array<ScratchBuffer, kScratchSlots> t_scratch;
 
 }  // namespace
 
@@ -54,54 +170,84 @@ void check_parameter(const Parameter& p, const Shape& expected, const std::strin
 
 int loop_threads(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
 
+float* scratch(Scratch slot, std::size_t count) {
+  ScratchBuffer& b = t_scratch[static_cast<std::size_t>(slot)];
+  if (b.size < count || !b.data) {
+    b.data.reset();  // the old buffer goes before the new one comes: a lower peak
+    b.data = std::make_unique_for_overwrite<float[]>(std::max<std::size_t>(count, 1));
+    b.size = count;
+  }
+  return b.data.get();
+}
+
+void copy_tensor(Tensor& dst, const Tensor& src, int threads) {
+  if (dst.shape() != src.shape()) dst = Tensor(src.shape());
+  constexpr std::size_t kChunk = std::size_t{1} << 16;
+  const std::size_t n = src.size();
+  const auto chunks = static_cast<std::int64_t>((n + kChunk - 1) / kChunk);
+  const float* s = src.data();
+  float* d = dst.data();
+#pragma omp parallel for schedule(static) num_threads(loop_threads(threads)) if (chunks > 1)
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    const std::size_t first = static_cast<std::size_t>(c) * kChunk;
+    std::memcpy(d + first, s + first, std::min(kChunk, n - first) * sizeof(float));
+  }
+}
+
 void im2col(const ConvGeometry& g, const float* x, float* cols, int threads) {
-  const auto rows = input_index_table(g.r, g.ho, g.h, g.stride, g.pad);
-  const auto cols_of = input_index_table(g.r, g.wo, g.w, g.stride, g.pad);
-  const std::size_t L = g.out_pixels(), width = g.n * L;
+  const KernelRanges kr(g);
+  const std::size_t L = g.out_pixels(), width = g.n * L, rr = g.r * g.r;
   // One task per (matrix row, sample): a contiguous run of ho*wo outputs.
   const auto tasks = static_cast<std::int64_t>(g.crr() * g.n);
 #pragma omp parallel for schedule(static) num_threads(loop_threads(threads))
   for (std::int64_t t = 0; t < tasks; ++t) {
     const auto row = static_cast<std::size_t>(t) / g.n, ni = static_cast<std::size_t>(t) % g.n;
-    const std::size_t ci = row / (g.r * g.r), ri = (row / g.r) % g.r, si = row % g.r;
-    const float* xc = x + (ni * g.c + ci) * g.in_pixels();
-    float* out = cols + row * width + ni * L;
-    const std::ptrdiff_t* src_col = cols_of.data() + si * g.wo;
-    for (std::size_t oi = 0; oi < g.ho; ++oi) {
-      float* o = out + oi * g.wo;
-      const std::ptrdiff_t hi = rows[ri * g.ho + oi];
-      if (hi < 0) {
-        std::fill(o, o + g.wo, 0.0f);
-        continue;
+    const std::size_t ci = row / rr, ri = (row / g.r) % g.r, si = row % g.r;
+    im2col_row(g, x + (ni * g.c + ci) * g.in_pixels(), kr, ri, si, cols + row * width + ni * L);
+  }
+}
+
+void im2col_samples(const ConvGeometry& g, const float* x, std::size_t n0, std::size_t nb, float* cols,
+                    std::size_t ld) {
+  const KernelRanges kr(g);
+  const std::size_t L = g.out_pixels();
+  for (std::size_t ci = 0; ci < g.c; ++ci) {
+    for (std::size_t ri = 0; ri < g.r; ++ri) {
+      for (std::size_t si = 0; si < g.r; ++si) {
+        float* row = cols + ((ci * g.r + ri) * g.r + si) * ld;
+        for (std::size_t b = 0; b < nb; ++b) {
+          im2col_row(g, x + ((n0 + b) * g.c + ci) * g.in_pixels(), kr, ri, si, row + b * L);
+        }
       }
-      const float* xr = xc + static_cast<std::size_t>(hi) * g.w;
-      for (std::size_t oj = 0; oj < g.wo; ++oj) o[oj] = src_col[oj] < 0 ? 0.0f : xr[src_col[oj]];
+    }
+  }
+}
+
+void col2im_add_samples(const ConvGeometry& g, float* dcols, std::size_t ld, std::size_t n0, std::size_t nb,
+                        float* dx) {
+  const KernelRanges kr(g);
+  const std::size_t L = g.out_pixels();
+  for (std::size_t b = 0; b < nb; ++b) {
+    for (std::size_t ci = 0; ci < g.c; ++ci) {
+      float* xc = dx + ((n0 + b) * g.c + ci) * g.in_pixels();
+      for (std::size_t ri = 0; ri < g.r; ++ri) {
+        for (std::size_t si = 0; si < g.r; ++si) {
+          col2im_row_add(g, dcols + ((ci * g.r + ri) * g.r + si) * ld + b * L, kr, ri, si, xc);
+        }
+      }
     }
   }
 }
 
 void gather_taps(const ConvGeometry& g, const float* dy, float* taps, int threads) {
-  const auto rows = output_index_table(g.r, g.h, g.ho, g.stride, g.pad);
-  const auto cols_of = output_index_table(g.r, g.w, g.wo, g.stride, g.pad);
-  const std::size_t P = g.in_pixels(), width = g.n * P;
+  const KernelRanges kr(g);
+  const std::size_t P = g.in_pixels(), width = g.n * P, rr = g.r * g.r;
   const auto tasks = static_cast<std::int64_t>(g.krr() * g.n);
 #pragma omp parallel for schedule(static) num_threads(loop_threads(threads))
   for (std::int64_t t = 0; t < tasks; ++t) {
     const auto row = static_cast<std::size_t>(t) / g.n, ni = static_cast<std::size_t>(t) % g.n;
-    const std::size_t ki = row / (g.r * g.r), ri = (row / g.r) % g.r, si = row % g.r;
-    const float* dyk = dy + (ni * g.k + ki) * g.out_pixels();
-    float* out = taps + row * width + ni * P;
-    const std::ptrdiff_t* src_col = cols_of.data() + si * g.w;
-    for (std::size_t hi = 0; hi < g.h; ++hi) {
-      float* o = out + hi * g.w;
-      const std::ptrdiff_t oi = rows[ri * g.h + hi];
-      if (oi < 0) {
-        std::fill(o, o + g.w, 0.0f);
-        continue;
-      }
-      const float* dr = dyk + static_cast<std::size_t>(oi) * g.wo;
-      for (std::size_t wi = 0; wi < g.w; ++wi) o[wi] = src_col[wi] < 0 ? 0.0f : dr[src_col[wi]];
-    }
+    const std::size_t ki = row / rr, ri = (row / g.r) % g.r, si = row % g.r;
+    taps_row(g, dy + (ni * g.k + ki) * g.out_pixels(), kr, ri, si, taps + row * width + ni * P);
   }
 }
 

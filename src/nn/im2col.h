@@ -1,13 +1,27 @@
 // Rearrangements of convolution tensors into GEMM operands (internal to src/nn/conv2d.cpp),
-// and a parameter check shared with src/nn/linear.cpp.
-// They only copy values (or write exact zeros), so they cannot change a result's bits; each
-// is parallelized over independent output rows, so the thread count changes nothing.
+// the FP32 col2im sum of the plain-FP32 data gradient, reusable scratch memory, and a
+// parameter check shared with src/nn/linear.cpp.
+// The rearrangements only copy values (or write exact zeros), so they cannot change a result's
+// bits; the batch versions are parallelized over independent output rows, so the thread count
+// changes nothing. col2im_add is arithmetic, used only where no MAC model is involved (FP32).
 #pragma once
 
 #include <cstddef>
 #include <string>
 
 #include "mpsim/tensor.h"
+
+// Hot element-wise loops of the layers are compiled for x86-64-v4 (AVX-512), x86-64-v3 (AVX2)
+// and the build's baseline (SSE2), the version picked once at load time (GCC function
+// multiversioning). Every version computes the same bits: the loops work element by element or
+// sum in an explicit lane order, and neither contraction (-ffp-contract=off) nor reassociation
+// (no -ffast-math) is allowed, so the vector width cannot change a rounding. A clone is not
+// inlined into its caller, so it goes on functions that do a whole plane or channel per call.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define MPSIM_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define MPSIM_VECTOR_CLONES
+#endif
 
 namespace mpsim::detail {
 
@@ -29,6 +43,21 @@ struct ConvGeometry {
 // where that position lies in the padding.
 void im2col(const ConvGeometry& g, const float* x, float* cols, int threads);
 
+// The same matrix for samples [n0, n0 + nb) only, on the calling thread: cols is
+// (c*r*r) x (nb*ho*wo) with row stride ld >= nb*ho*wo, column ((ni - n0)*ho + oi)*wo + oj.
+void im2col_samples(const ConvGeometry& g, const float* x, std::size_t n0, std::size_t nb, float* cols,
+                    std::size_t ld);
+
+// The inverse rearrangement with sums, on the calling thread: for samples [n0, n0 + nb), adds
+// every entry of dcols (laid out as im2col_samples' cols, row stride ld) to the element of dx
+// (NCHW, the whole batch, no element -0) it was gathered from; entries that came from the padding
+// are dropped (dcols is scratch: they may be overwritten with +0). The adds into one element run
+// in row order (ci, ri, si), so the result is fixed. This is the
+// FP32 data gradient's second half (a GEMM followed by an FP32 col2im sum), which DESIGN.md
+// principle 2 rules out for emulated precisions; only the plain-FP32 mode uses it.
+void col2im_add_samples(const ConvGeometry& g, float* dcols, std::size_t ld, std::size_t n0, std::size_t nb,
+                        float* dx);
+
 // The gather of the data gradient: taps is (k*r*r) x (n*h*w), row (ki*r + ri)*r + si, column
 // (ni*h + hi)*w + wi, holding dy[ni, ki, oi, oj] where hi = oi*stride - pad + ri and
 // wi = oj*stride - pad + si for integer oi < ho, oj < wo, and +0 for every other tap (into the
@@ -41,6 +70,27 @@ void channel_major_to_nchw(std::size_t n, std::size_t ch, std::size_t pix, const
 void pixel_major_to_nchw(std::size_t n, std::size_t ch, std::size_t pix, const float* src, float* dst, int threads);
 // Channel-major matrix [ch, n*pix] from an NCHW tensor [n, ch, pix].
 void nchw_to_channel_major(std::size_t n, std::size_t ch, std::size_t pix, const float* src, float* dst, int threads);
+
+// Scratch memory of the calling thread: slot `slot` holds at least `count` floats, kept
+// (uninitialized) between calls and grown on demand, so that the large temporaries of a layer
+// call (im2col columns, GEMM outputs, partial sums) are not allocated, page-faulted and
+// zero-filled on every call. The pointer stays valid until the next request for the same slot
+// on the same thread; layers run one at a time per thread, and each call uses distinct slots
+// for the buffers it holds at once. Worker threads of a parallel loop receive parts of a
+// buffer the calling thread requested.
+enum class Scratch : unsigned {
+  columns,   // a whole-batch im2col or tap matrix (emulated GEMMs)
+  out,       // a whole-batch GEMM result or rearranged gradient
+  weights,   // a rearranged weight matrix, a vector of ones
+  blocks,    // per-thread sample blocks of the plain-FP32 convolution
+  partials,  // per-thread partial weight and bias gradients (plain FP32)
+};
+float* scratch(Scratch slot, std::size_t count);
+
+// dst = src, reusing dst's buffer when the shapes agree (then no allocation, no zero-fill and no
+// page faults), the copy spread over `threads` threads (0: OpenMP's default). For a layer's
+// saved input, copied every training step.
+void copy_tensor(Tensor& dst, const Tensor& src, int threads);
 
 // Throws std::logic_error unless p's value and gradient have the shape `expected`. Parameters
 // may be replaced wholesale (checkpoint loading); a wrong shape would make a GEMM read out of

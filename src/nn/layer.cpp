@@ -1,7 +1,9 @@
 // What every layer shares: the random keys of its GEMMs and masks, Sequential, the residual add.
+#include <algorithm>
 #include <stdexcept>
 
 #include "mpsim/layers.h"
+#include "src/nn/im2col.h"  // MPSIM_VECTOR_CLONES
 
 namespace mpsim {
 
@@ -17,6 +19,11 @@ std::uint64_t mix64(std::uint64_t z) {
 }
 
 std::uint64_t step_seed(const StepContext& ctx) { return mix64(ctx.seed ^ mix64(ctx.step)); }
+
+MPSIM_VECTOR_CLONES
+void add_arrays(const float* a, const float* b, float* y, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
+}
 
 }  // namespace
 
@@ -90,8 +97,19 @@ Tensor residual_add(const Tensor& a, const Tensor& b) {
     throw std::invalid_argument("residual add of shapes " + to_string(a.shape()) + " and " + to_string(b.shape()));
   }
   Tensor y(a.shape());
+  // Element by element, so any split gives the same bits; OpenMP's default team (the call has no
+  // StepContext), only for sizes that repay a team.
+  constexpr std::size_t kChunk = std::size_t{1} << 15;
   const std::size_t n = a.size();
-  for (std::size_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
+  const auto chunks = static_cast<long long>((n + kChunk - 1) / kChunk);
+  const float* pa = a.data();
+  const float* pb = b.data();
+  float* py = y.data();
+#pragma omp parallel for schedule(static) if (chunks > 1)
+  for (long long c = 0; c < chunks; ++c) {
+    const std::size_t first = static_cast<std::size_t>(c) * kChunk;
+    add_arrays(pa + first, pb + first, py + first, std::min(kChunk, n - first));
+  }
   return y;
 }
 

@@ -1,6 +1,7 @@
 #include "src/nn/layer_gemm.h"
 
 #include <cblas.h>
+#include <omp.h>
 
 #include <string>
 #include <vector>
@@ -30,13 +31,17 @@ void layer_gemm(const std::optional<MacSpec>& spec, GemmOp op, std::size_t m, st
   if (bias == nullptr) axis = BiasAxis::none;
   if (m == 0 || n == 0) return;
   if (!spec) {
-    fill_bias(m, n, C, ldc, bias, axis);
+    // Without a bias C is simply overwritten (beta = 0), saving a pass over it.
+    if (axis != BiasAxis::none || k == 0) fill_bias(m, n, C, ldc, bias, axis);
     if (k == 0) return;
-    if (threads > 0) openblas_set_num_threads(threads);
+    // OpenBLAS's thread count is a library-wide setting (and not free to change): set only when
+    // it differs, and never from inside a parallel region, where other threads share it.
+    const int team = threads > 0 ? threads : omp_get_max_threads();
+    if (!omp_in_parallel() && openblas_get_num_threads() != team) openblas_set_num_threads(team);
     const CBLAS_TRANSPOSE ta = op == GemmOp::tn ? CblasTrans : CblasNoTrans;
     const CBLAS_TRANSPOSE tb = op == GemmOp::nt ? CblasTrans : CblasNoTrans;
-    cblas_sgemm(CblasRowMajor, ta, tb, to_int(m), to_int(n), to_int(k), 1.0f, A, to_int(lda), B, to_int(ldb), 1.0f, C,
-                to_int(ldc));
+    cblas_sgemm(CblasRowMajor, ta, tb, to_int(m), to_int(n), to_int(k), 1.0f, A, to_int(lda), B, to_int(ldb),
+                axis == BiasAxis::none ? 0.0f : 1.0f, C, to_int(ldc));
     return;
   }
   std::vector<double> bias64;
@@ -51,6 +56,31 @@ void layer_gemm(const std::optional<MacSpec>& spec, GemmOp op, std::size_t m, st
     o.bias.col_stride = axis == BiasAxis::col ? 1 : 0;
   }
   gemm(*spec, op, m, n, k, A, lda, B, ldb, C, ldc, o);
+}
+
+void fp32_gemm_serial(GemmOp op, std::size_t m, std::size_t n, std::size_t k, const float* A, std::size_t lda,
+                      const float* B, std::size_t ldb, float beta, float* C, std::size_t ldc) {
+  if (m == 0 || n == 0) return;
+  const CBLAS_TRANSPOSE ta = op == GemmOp::tn ? CblasTrans : CblasNoTrans;
+  const CBLAS_TRANSPOSE tb = op == GemmOp::nt ? CblasTrans : CblasNoTrans;
+  cblas_sgemm(CblasRowMajor, ta, tb, to_int(m), to_int(n), to_int(k), 1.0f, A, to_int(lda), B, to_int(ldb), beta, C,
+              to_int(ldc));
+}
+
+SerialBlas::SerialBlas(int team) {
+  if (omp_in_parallel()) return;  // OpenBLAS is serial here anyway, and the setting is shared
+  if (team > 1 && openblas_get_parallel() == OPENBLAS_OPENMP) return;  // serial inside the loop's region
+  blas_threads_ = openblas_get_num_threads();
+  omp_threads_ = omp_get_max_threads();
+  if (blas_threads_ == 1) return;
+  openblas_set_num_threads(1);
+  changed_ = true;
+}
+
+SerialBlas::~SerialBlas() {
+  if (!changed_) return;
+  openblas_set_num_threads(blas_threads_);
+  omp_set_num_threads(omp_threads_);  // OpenBLAS's setter changed OpenMP's default too
 }
 
 void check_ones_operand(const std::optional<MacSpec>& spec, const std::string& layer) {

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <optional>
+#include <string>
 
 #include "mpsim/mac.h"
 
@@ -20,6 +21,31 @@ enum class BiasAxis { none, row, col };
 void layer_gemm(const std::optional<MacSpec>& spec, GemmOp op, std::size_t m, std::size_t n, std::size_t k,
                 const float* A, std::size_t lda, const float* B, std::size_t ldb, float* C, std::size_t ldc,
                 const float* bias, BiasAxis axis, const MacRandom& rnd, int threads);
+
+// Plain FP32 C (m x n) = beta C + op(A) op(B) through cblas_sgemm on the calling thread only,
+// for the plain-FP32 paths that run many small independent GEMMs inside their own parallel loop
+// (one range of samples per thread); the loop holds a SerialBlas meanwhile. Never for an
+// emulated precision: layers call it only when the GEMM's spec is nullopt.
+void fp32_gemm_serial(GemmOp op, std::size_t m, std::size_t n, std::size_t k, const float* A, std::size_t lda,
+                      const float* B, std::size_t ldb, float beta, float* C, std::size_t ldc);
+
+// Makes OpenBLAS run each GEMM on its calling thread while alive, for a parallel loop of `team`
+// threads that calls fp32_gemm_serial. OpenBLAS's OpenMP build does so by itself inside an
+// active parallel region, but a team of one thread is none, and other builds never do: there
+// OpenBLAS is set to one thread, and the destructor restores its thread count and OpenMP's
+// default team size (OpenBLAS's setter changes both). Inside an enclosing active parallel
+// region nothing is changed: the setting is shared with the other threads.
+class SerialBlas {
+ public:
+  explicit SerialBlas(int team);
+  ~SerialBlas();
+  SerialBlas(const SerialBlas&) = delete;
+  SerialBlas& operator=(const SerialBlas&) = delete;
+
+ private:
+  int blas_threads_ = 0, omp_threads_ = 0;
+  bool changed_ = false;
+};
 
 // Checks that the constant 1 passes unchanged into both input formats of `spec`, as the bias
 // gradient (a GEMM with a vector of ones) requires; throws MacSpecError naming the layer

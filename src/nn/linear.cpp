@@ -43,7 +43,11 @@ Tensor Linear::forward(const Tensor& x, const StepContext& ctx) {
   detail::layer_gemm(precision_.fwd, GemmOp::nt, n, out_, in_, x.data(), in_, weight.value.data(), in_, y.data(), out_,
                      bias ? bias->value.data() : nullptr, detail::BiasAxis::col, gemm_random(ctx, id, GemmRole::fwd),
                      ctx.threads);
-  x_ = ctx.training ? x : Tensor();
+  if (ctx.training) {
+    detail::copy_tensor(x_, x, ctx.threads);  // into last step's buffer
+  } else {
+    x_ = Tensor();
+  }
   return y;
 }
 

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "mpsim/layers.h"
+#include "src/nn/im2col.h"  // MPSIM_VECTOR_CLONES
 
 namespace mpsim {
 
@@ -62,6 +63,68 @@ Shape MaxPool2d::output_shape(const Shape& in) const {
   return out;
 }
 
+namespace {
+
+// One plane of max pooling (windows K x K when K > 0, else k x k), writing the maximum of each
+// window and, when am is given, its index in the plane. PyTorch's CPU rule: start from -inf at
+// the window's first element and take a value that is strictly greater or NaN. Ties go to the
+// first maximum; a NaN makes the output NaN (and the last NaN of the window receives the
+// gradient). The update is written as selects, which the compiler makes branch-free: a branch
+// per element would be mispredicted about half of the time.
+template <std::size_t K>
+void maxpool_plane(const float* p, std::size_t IW, std::size_t H, std::size_t W, std::size_t k, std::size_t s,
+                   float* q, std::uint32_t* am) {
+  const std::size_t kk = K > 0 ? K : k;
+  for (std::size_t oh = 0; oh < H; ++oh) {
+    for (std::size_t ow = 0; ow < W; ++ow) {
+      float best = -std::numeric_limits<float>::infinity();
+      std::size_t arg = oh * s * IW + ow * s;
+      for (std::size_t r = 0; r < kk; ++r) {
+        for (std::size_t c = 0; c < kk; ++c) {
+          const std::size_t idx = (oh * s + r) * IW + ow * s + c;
+          const float v = p[idx];
+          const bool take = v > best || v != v;
+          best = take ? v : best;
+          arg = take ? idx : arg;
+        }
+      }
+      q[oh * W + ow] = best;
+      if (am) am[oh * W + ow] = static_cast<std::uint32_t>(arg);
+    }
+  }
+}
+
+// The 2 x 2, stride 2 case (LeNet's), one output row from input rows r0 and r1 (r1 = r0 + IW):
+// the same rule as maxpool_plane with the window unrolled, so that the compiler can vectorize
+// across the row's outputs. base: the plane index of r0[0].
+MPSIM_VECTOR_CLONES
+void maxpool2x2_row(const float* r0, std::size_t IW, std::size_t W, std::uint32_t base, float* q, std::uint32_t* am) {
+  const float* r1 = r0 + IW;
+  const auto down = static_cast<std::uint32_t>(IW);
+  for (std::size_t ow = 0; ow < W; ++ow) {
+    const auto i0 = base + static_cast<std::uint32_t>(2 * ow);
+    const float v0 = r0[2 * ow], v1 = r0[2 * ow + 1], v2 = r1[2 * ow], v3 = r1[2 * ow + 1];
+    float best = -std::numeric_limits<float>::infinity();
+    std::uint32_t arg = i0;
+    bool take = v0 > best || v0 != v0;
+    best = take ? v0 : best;
+    arg = take ? i0 : arg;
+    take = v1 > best || v1 != v1;
+    best = take ? v1 : best;
+    arg = take ? i0 + 1 : arg;
+    take = v2 > best || v2 != v2;
+    best = take ? v2 : best;
+    arg = take ? i0 + down : arg;
+    take = v3 > best || v3 != v3;
+    best = take ? v3 : best;
+    arg = take ? i0 + down + 1 : arg;
+    q[ow] = best;
+    if (am) am[ow] = arg;
+  }
+}
+
+}  // namespace
+
 Tensor MaxPool2d::forward(const Tensor& x, const StepContext& ctx) {
   const Shape out = output_shape(x.shape());
   const std::size_t H = out[2], W = out[3], IH = x.dim(2), IW = x.dim(3), k = kernel_, s = stride_;
@@ -69,7 +132,7 @@ Tensor MaxPool2d::forward(const Tensor& x, const StepContext& ctx) {
   Tensor y(out);
   if (ctx.training) {
     in_shape_ = x.shape();
-    argmax_.assign(y.size(), 0);
+    argmax_.resize(y.size());  // every entry is written below
   } else {
     in_shape_.clear();
     argmax_.clear();
@@ -82,26 +145,16 @@ Tensor MaxPool2d::forward(const Tensor& x, const StepContext& ctx) {
   for (long long pl = 0; pl < planes; ++pl) {
     const float* p = xs + static_cast<std::size_t>(pl) * in_plane;
     const std::size_t obase = static_cast<std::size_t>(pl) * out_plane;
-    for (std::size_t oh = 0; oh < H; ++oh) {
-      for (std::size_t ow = 0; ow < W; ++ow) {
-        // PyTorch's CPU rule: start from -inf at the window's first element and take a value
-        // that is strictly greater or NaN. Ties go to the first maximum; a NaN makes the
-        // output NaN (and the last NaN of the window receives the gradient).
-        float best = -std::numeric_limits<float>::infinity();
-        std::size_t arg = oh * s * IW + ow * s;
-        for (std::size_t r = 0; r < k; ++r) {
-          for (std::size_t c = 0; c < k; ++c) {
-            const std::size_t idx = (oh * s + r) * IW + ow * s + c;
-            const float v = p[idx];
-            if (v > best || std::isnan(v)) {
-              best = v;
-              arg = idx;
-            }
-          }
-        }
-        ys[obase + oh * W + ow] = best;
-        if (am) am[obase + oh * W + ow] = static_cast<std::uint32_t>(arg);
+    std::uint32_t* a = am ? am + obase : nullptr;
+    if (k == 2 && s == 2) {
+      for (std::size_t oh = 0; oh < H; ++oh) {
+        maxpool2x2_row(p + 2 * oh * IW, IW, W, static_cast<std::uint32_t>(2 * oh * IW), ys + obase + oh * W,
+                       a ? a + oh * W : nullptr);
       }
+    } else if (k == 2) {
+      maxpool_plane<2>(p, IW, H, W, k, s, ys + obase, a);
+    } else {
+      maxpool_plane<0>(p, IW, H, W, k, s, ys + obase, a);
     }
   }
   return y;
