@@ -1,12 +1,13 @@
 // The plain-FP32 fast paths of the layers (src/nn/conv2d.cpp, src/nn/pooling.cpp) against
 // independent oracles:
-//  - Conv2d in FP32 (per-thread sample blocks, OpenBLAS sgemm, the transposed-convolution and
-//    the col2im data gradients, per-thread partial weight gradients) against plain loops in
+//  - Conv2d in FP32 (sample blocks, OpenBLAS sgemm, the shifted route, the transposed-convolution
+//    and the col2im data gradients, per-block partial weight gradients) against plain loops in
 //    double, within the rigorous bound (terms + 4) u sum |terms| per output, for geometries that
 //    take every route: many and few input channels, strides 1 and 2, "same" and "valid"
-//    padding, 1x1 kernels, feature maps small enough for multi-sample blocks, batches that do
-//    not split evenly over 1, 2 and 3 threads; and with the roles mixed (FWD in FP32, BWD and
-//    GRAD through a nearly exact MAC and the other way round);
+//    padding, 1x1 kernels, feature maps small enough for multi-sample blocks and wide enough for
+//    the shifted route, batches that do not split evenly over 1, 2 and 3 threads; and with the
+//    roles mixed (FWD in FP32, BWD and GRAD through a nearly exact MAC and the other way round);
+//  - the same bits for 1, 2 and 3 threads (the FP32 convolution's blocks and sums are fixed);
 //  - the layers' reusable scratch memory: a step after steps of other shapes gives the same bits;
 //  - MaxPool2d's 2x2 stride-2 kernel against a brute-force window scan with PyTorch's rule
 //    (first maximum, NaN wins), with many ties and some NaNs.
@@ -56,7 +57,8 @@ struct Geometry {
 
 // Routes (src/nn/conv2d.cpp): c >= 16 with stride 1 and "same" padding takes the transposed
 // convolution for dx, the others col2im; 4x4 and 5x5 outputs make blocks of many samples,
-// 12x12 of a few, 24x24 and larger of one; batches of 5 and 7 split unevenly over threads.
+// 12x12 of a few, 24x24 and larger of one; stride 1 with c >= 8 on wide maps takes the shifted
+// route; batches of 5 and 7 split unevenly over threads.
 const std::vector<Geometry> kCases = {
     {5, 16, 6, 6, 8, 3, 1, 1, true},    // transposed dx, blocks of many samples
     {7, 17, 12, 12, 5, 3, 1, 1, false},  // transposed dx, blocks of a few samples
@@ -67,6 +69,10 @@ const std::vector<Geometry> kCases = {
     {5, 2, 28, 28, 3, 5, 1, 2, true},   // few channels (LeNet's conv1 shape): col2im
     {6, 16, 8, 8, 8, 1, 1, 0, false},   // 1x1 convolution
     {5, 8, 9, 9, 16, 1, 2, 0, false},   // 1x1 stride 2 (ResNet's option-B shortcut)
+    // Maps wide enough for the shifted route (padded rows at most 15% longer than the output's):
+    {3, 16, 16, 15, 12, 3, 1, 1, true},  // FWD and (transposed) BWD shifted, H != W
+    {2, 8, 30, 30, 8, 5, 1, 2, false},   // 5x5 "same"; BWD by col2im (8 channels)
+    {2, 8, 32, 32, 4, 3, 1, 0, true},    // "valid" 3x3
 };
 
 double at(const std::vector<float>& v, std::size_t i) { return static_cast<double>(v[i]); }
@@ -167,6 +173,26 @@ TEST(Conv2dFp32, EveryRouteMatchesDoubleLoopsWithinTheErrorBound) {
     for (const int threads : {1, 2, 3}) check(p, GemmPrecision::fp32(), threads, "fp32");
 }
 
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// The sample blocks and the order of the blocks' partial sums depend on the geometry alone, and
+// each block runs single-threaded sgemm calls, so the convolution's FP32 results do not depend on
+// the thread count (nor on which thread took which block).
+TEST(Conv2dFp32, SameBitsForAnyThreadCount) {
+  for (const Geometry& p : kCases) {
+    const Step one = run(p, GemmPrecision::fp32(), 1, 60);
+    for (const int threads : {2, 3}) {
+      const Step many = run(p, GemmPrecision::fp32(), threads, 60);
+      EXPECT_TRUE(same_bits(one.y, many.y)) << p.str() << ", " << threads << " threads";
+      EXPECT_TRUE(same_bits(one.dx, many.dx)) << p.str() << ", " << threads << " threads";
+      EXPECT_TRUE(same_bits(one.dw, many.dw)) << p.str() << ", " << threads << " threads";
+      EXPECT_TRUE(same_bits(one.db, many.db)) << p.str() << ", " << threads << " threads";
+    }
+  }
+}
+
 // FP32 and emulated roles in one layer: each GEMM takes its own route.
 TEST(Conv2dFp32, MixedRolesMatchDoubleLoops) {
   const MacSpec exact = MacSpec::parse("in=fp32 prod=exact acc=fp64 order=seq");
@@ -184,10 +210,6 @@ TEST(Conv2dFp32, MixedRolesMatchDoubleLoops) {
     check(p, bwd_only, 2, "bwd fp32");
     check(p, grad_only, 2, "grad fp32");
   }
-}
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
 // The scratch buffers outlive a call: larger and smaller problems in between, FP32 and

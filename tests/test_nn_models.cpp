@@ -95,9 +95,44 @@ TEST(Models, MacCountsOfLeNet5) {
   }
   // Forward MACs per image: conv1 6*28*28*25, conv2 16*10*10*150, fc 400*120 + 120*84 + 84*10.
   EXPECT_EQ(fwd, 117600u + 240000u + 48000u + 10080u + 840u);
-  // The data gradient of conv1 is not needed but is computed (the model returns dL/dx), and
-  // conv BWD is a true convolution over all K*R*S taps: 1*28*28 * 6*25 for conv1.
-  EXPECT_GT(all, 2 * fwd);
+  // GRAD repeats the forward counts; BWD is a true convolution over all K*R*S taps for every
+  // input pixel (conv2: 14*14 * 6 * 16*25) and the fc layers' dy W, but conv1 has none (the
+  // model computes no dL/dx of its input); the bias gradients reduce each output plane.
+  const std::size_t bwd = 14 * 14 * 6 * 400 + 48000 + 10080 + 840;
+  const std::size_t bias = 6 * 784 + 16 * 100 + 120 + 84 + 10;
+  EXPECT_EQ(all, 2 * fwd + bwd + bias);
+}
+
+// The model skips the data gradient of its first learning layer; the parameter gradients are
+// those of the full backward, bit for bit, and a root asked for dL/dx gives it again.
+TEST(Models, SkippingTheInputGradientLeavesParameterGradientsUnchanged) {
+  for (const std::string arch : {"lenet5", "resnet20", "mlp"}) {
+    const std::size_t N = 2;
+    Tensor x({N, 1, 28, 28});
+    init_uniform(x, 0.0, 1.0, RandomKey{4, 0});
+    const std::vector<std::uint32_t> labels = {3, 7};
+    auto m = make_model(config(arch), 5);
+    m->set_precision(GemmPrecision::all(MacSpec::parse("in=e5m2:cfg5 prod=exact acc=e6m5@sr order=seq")));
+    StepContext ctx;
+    ctx.threads = 1;
+    auto grads = [&](bool input_gradient) {
+      m->root().set_input_gradient(input_gradient);
+      const LossResult loss = softmax_cross_entropy(m->forward(x, ctx), labels);
+      const Tensor dx = m->root().backward(loss.grad, ctx);
+      EXPECT_EQ(dx.shape(), input_gradient ? x.shape() : Shape{}) << arch;
+      std::vector<std::uint32_t> out;
+      for (const Parameter* p : m->parameters())
+        for (const float v : p->grad.values()) out.push_back(bits(v));
+      return out;
+    };
+    const auto skipped = grads(false), full = grads(true);
+    EXPECT_EQ(skipped, full) << arch;
+    std::vector<GemmCount> g;
+    m->root().collect_gemms({1, 1, 28, 28}, g);
+    const std::size_t with_first_bwd = g.size();
+    m->root().set_input_gradient(false);
+    EXPECT_EQ(m->gemms(1).size() + 1, with_first_bwd) << arch;
+  }
 }
 
 TEST(Models, InitializationIsDeterministicAndFollowsTheScheme) {

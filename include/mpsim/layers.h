@@ -87,8 +87,19 @@ class Layer {
   // GEMM-based layers return their precision record; others nullptr.
   virtual GemmPrecision* precision() { return nullptr; }
 
+  // Whether backward computes dL/dx (on by default). A model's first layer with parameters has
+  // no use for it -- nothing before it learns -- so the model turns it off there: Linear and
+  // Conv2d then skip their data-gradient GEMM (and leave it out of collect_gemms) and backward
+  // returns an empty tensor. A container passes the setting on to its first child with
+  // parameters and, when off, runs no backward of the children before that one.
+  virtual void set_input_gradient(bool on) { input_gradient_ = on; }
+  bool input_gradient() const { return input_gradient_; }
+
   // The layer's ordinal in its model; keys its random streams. Set by the model.
   std::uint32_t id = 0;
+
+ protected:
+  bool input_gradient_ = true;
 
  private:
   std::string name_;
@@ -293,8 +304,11 @@ class Sequential : public Layer {
   void collect_buffers(std::vector<Buffer*>& out) override;
   void collect_layers(std::vector<Layer*>& out) override;
   void collect_gemms(const Shape& in, std::vector<GemmCount>& out) const override;
+  void set_input_gradient(bool on) override;
 
  private:
+  // The index of the first child with parameters (size() if none).
+  std::size_t first_learning_child() const;
   std::vector<std::unique_ptr<Layer>> children_;
 };
 

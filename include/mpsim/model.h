@@ -38,8 +38,9 @@ class Model {
 
   // logits [N, classes] for x [N, C, H, W]; throws std::invalid_argument for a wrong shape.
   Tensor forward(const Tensor& x, const StepContext& ctx);
-  // Backward from dL/dlogits: every parameter's gradient is overwritten. Returns dL/dx.
-  Tensor backward(const Tensor& dlogits, const StepContext& ctx);
+  // Backward from dL/dlogits: every parameter's gradient is overwritten. dL/dx of the input is
+  // not computed (nothing learns from it), nor the first learning layer's data-gradient GEMM.
+  void backward(const Tensor& dlogits, const StepContext& ctx);
 
   Layer& root() { return *root_; }
   std::vector<Layer*> layers();

@@ -8,19 +8,23 @@
 // so no partial sum is ever added in FP32 outside the MAC model (DESIGN.md principle 2).
 //
 // Plain FP32 (spec nullopt: the fast OpenBLAS baseline) owes nothing to a MAC model, so each of
-// its GEMMs takes the usual fast route instead, as PyTorch's CPU convolution does: blocks of
-// consecutive samples (about kBlockPixels output pixels each), every thread working through
-// its own range of samples with single-threaded sgemm calls on operands that fit its L2 cache:
-//   FWD  y_b = W * im2col(x_b)              written straight into y when a block is one sample;
-//   BWD  "same" stride-1 convolutions with many input channels: dx_b = W~ * im2col(dy_b), the
-//        forward convolution of dy (padded by r-1-pad) with the flipped kernel W~ (input and
-//        output channels swapped), written straight into dx; otherwise
-//        dx_b = col2im(W^T * dy_b), a GEMM over k, then FP32 sums of the overlapping entries;
-//   GRAD dW^T (+)= im2col(x_b) * dy_b^T per thread, the threads' partial sums then added in
-//        thread order; db likewise from per-row float sums of dy.
-// Its rounding order is OpenBLAS's, col2im's and the partial sums': reproducible for a fixed
-// thread count (the thread count decides the sample ranges), as the FP32 mode promises, and
-// never bit-compared with an emulated mode.
+// its GEMMs takes the usual fast route instead, as PyTorch's CPU convolution does: fixed blocks
+// of consecutive samples (about kBlockPixels output pixels each), handed out to the threads one
+// at a time, each block a few single-threaded sgemm calls on operands that fit a core's L2:
+//   FWD  stride 1 on maps wide enough: the shifted route (forward_shifted), r*r GEMMs on a
+//        zero-padded copy of the sample, no im2col; otherwise y_b = W * im2col(x_b), written
+//        straight into y when a block is one sample;
+//   BWD  "same" stride-1 convolutions with many input channels: the forward convolution of dy
+//        (padded by r-1-pad) with the flipped kernel W~ (input and output channels swapped),
+//        by either FWD route, written straight into dx; otherwise dx_b = col2im(W^T * dy_b), a
+//        GEMM over k, then FP32 sums of the overlapping entries;
+//   GRAD per block dW = sum over (ri, si) of dy_pad * shift(x)^T on the shifted route, else
+//        dW^T = im2col(x_b) * dy_b^T; the blocks' partial sums are then added in block order;
+//        db likewise from per-row float sums of dy.
+// Its rounding order is OpenBLAS's (single-threaded kernels), col2im's and the block order: the
+// convolution's FP32 results do not depend on the thread count (the FP32 mode as a whole promises
+// reproducibility for a fixed thread count only: Linear's OpenBLAS calls are multi-threaded).
+// They are never bit-compared with an emulated mode.
 //
 // Operand roles of the emulated GEMMs match Linear: the activation or gradient is the MAC's
 // operand a, the weight operand b (FWD, BWD); GRAD and the bias gradient have dy as a. The MAC
@@ -105,14 +109,24 @@ std::size_t block_samples(const detail::ConvGeometry& g) {
   return std::clamp<std::size_t>(kBlockPixels / L, 1, g.n);
 }
 
-// The team of a plain-FP32 loop over samples: no more threads than samples (but one for none).
-int sample_team(const detail::ConvGeometry& g, int threads) {
-  const auto t = static_cast<std::size_t>(std::max(detail::loop_threads(threads), 1));
-  return static_cast<int>(std::clamp<std::size_t>(g.n, 1, t));
-}
+// The fixed blocks of consecutive samples of a plain-FP32 loop: block b holds samples
+// [b*size, min((b+1)*size, n)). They depend on the geometry alone, and each block's result on
+// its samples alone, whichever thread computes it; threads take blocks dynamically, so a thread
+// that the OS holds up (other processes, fewer cores than threads) delays the others by one
+// block at most.
+struct SampleBlocks {
+  std::size_t n, size, count;
+  explicit SampleBlocks(const detail::ConvGeometry& g)
+      : n(g.n), size(block_samples(g)), count(g.n == 0 ? 0 : (g.n + size - 1) / size) {}
+  std::size_t first(std::size_t b) const { return b * size; }
+  std::size_t samples(std::size_t b) const { return std::min(size, n - b * size); }
+};
 
-// Thread t of nt takes samples [n*t/nt, n*(t+1)/nt).
-std::size_t range_start(std::size_t n, std::size_t t, std::size_t nt) { return n * t / nt; }
+// The team of a plain-FP32 loop over `tasks` tasks: no more threads than tasks (but one for none).
+int task_team(std::size_t tasks, int threads) {
+  const auto t = static_cast<std::size_t>(std::max(detail::loop_threads(threads), 1));
+  return static_cast<int>(std::clamp<std::size_t>(tasks, 1, t));
+}
 
 // dy of samples [n0, n0 + nb) as a channel-major block [k, nb*L] (row stride nb*L); a single
 // sample's [k, L] block is dy itself.
@@ -142,40 +156,132 @@ void add_row_sums(const float* m, std::size_t rows, std::size_t width, float* su
   }
 }
 
+// acc[i] += p[i]
+MPSIM_VECTOR_CLONES
+void add_into(float* acc, const float* p, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) acc[i] += p[i];
+}
+
+// rows rows of `width` = min(from, to) values from rows `from` apart to rows `to` apart, plus
+// bias[row / per_bias] when bias is given (rows are short: a loop, not a call per row).
+MPSIM_VECTOR_CLONES
+void copy_rows(const float* src, std::size_t from, float* dst, std::size_t to, std::size_t rows, std::size_t per_bias,
+               const float* bias) {
+  const std::size_t width = std::min(from, to);
+  for (std::size_t i = 0; i < rows; ++i) {
+    const float* s = src + i * from;
+    float* d = dst + i * to;
+    if (bias) {
+      const float b = bias[i / per_bias];
+      for (std::size_t j = 0; j < width; ++j) d[j] = s[j] + b;
+    } else {
+      for (std::size_t j = 0; j < width; ++j) d[j] = s[j];
+    }
+  }
+}
+
+// The shifted route of stride-1 convolutions on maps wide enough (see forward_shifted): from
+// this many input channels on (the GEMMs' reduction length), and while the padded rows it
+// computes cost at most this many percent of the valid outputs.
+constexpr std::size_t kMinShiftChannels = 8;
+constexpr std::size_t kMaxShiftCostPercent = 115;
+
+bool shifted_route(const detail::ConvGeometry& g) {
+  return g.stride == 1 && g.c >= kMinShiftChannels && (g.w + 2 * g.pad) * 100 <= kMaxShiftCostPercent * g.wo;
+}
+
+// The kernel by offset: k9[(ri*r + si), k, c] = W[k, c, ri, si].
+float* kernel_by_offset(const detail::ConvGeometry& g, const float* w) {
+  const std::size_t rr = g.r * g.r;
+  float* k9 = detail::scratch(detail::Scratch::kernel, rr * g.k * g.c);
+  for (std::size_t k = 0; k < g.k; ++k)
+    for (std::size_t c = 0; c < g.c; ++c)
+      for (std::size_t q = 0; q < rr; ++q) k9[(q * g.k + k) * g.c + c] = w[(k * g.c + c) * rr + q];
+  return k9;
+}
+
+// The shifted route (stride 1, one sample per task): in the zero-padded layout (PaddedPlanes)
+// the input window of kernel offset (ri, si) for all outputs of a padded row is the plane
+// shifted by ri*wp + si, a plain matrix [c, ho*wp] with row stride `size`. So
+// y_pad [k, ho*wp] = sum over (ri, si) of W(ri, si) [k, c] * shifted planes, r*r GEMMs of length
+// c accumulated in FP32, small enough for OpenBLAS's unpacked kernels, with no im2col at all;
+// the wp - wo outputs at the end of each padded row read across the row's end and are dropped.
+void forward_shifted(const detail::ConvGeometry& g, const float* x, const float* w, const float* bias, float* y,
+                     float* save, int threads) {
+  const detail::PaddedPlanes pp(g);
+  const std::size_t L = g.out_pixels(), n2 = g.ho * pp.wp, sample = g.c * g.in_pixels();
+  const float* k9 = kernel_by_offset(g, w);
+  const int team = task_team(g.n, threads);
+  const detail::SerialBlas serial(team);
+  const std::size_t per_thread = g.c * pp.size + g.k * n2;
+  float* ws = detail::scratch(detail::Scratch::blocks, static_cast<std::size_t>(team) * per_thread);
+  const auto count = static_cast<std::int64_t>(g.n);
+#pragma omp parallel num_threads(team)
+  {
+    float* xp = ws + static_cast<std::size_t>(omp_get_thread_num()) * per_thread;
+    float* yp = xp + g.c * pp.size;
+    bool fresh = true;  // the thread's padded planes still need their zero borders
+#pragma omp for schedule(dynamic, 1)
+    for (std::int64_t ni = 0; ni < count; ++ni) {
+      const auto n = static_cast<std::size_t>(ni);
+      if (save) std::memcpy(save + n * sample, x + n * sample, sample * sizeof(float));
+      detail::pad_sample(g, x, n, xp, fresh);
+      fresh = false;
+      for (std::size_t ri = 0, q = 0; ri < g.r; ++ri) {
+        for (std::size_t si = 0; si < g.r; ++si, ++q) {
+          detail::fp32_gemm_serial(GemmOp::nn, g.k, n2, g.c, k9 + q * g.k * g.c, g.c, xp + ri * pp.wp + si, pp.size,
+                                   q == 0 ? 0.0f : 1.0f, yp, n2);
+        }
+      }
+      copy_rows(yp, pp.wp, y + n * g.k * L, g.wo, g.k * g.ho, g.ho, bias);
+    }
+  }
+}
+
+// y = conv(x) (+ bias); when `save` is given, x is also copied there (the input that backward
+// keeps), block by block in the same loop.
 void forward_fp32(const detail::ConvGeometry& g, const float* x, const float* w, const float* bias, float* y,
-                  int threads) {
-  const std::size_t L = g.out_pixels(), crr = g.crr(), B = block_samples(g);
-  const int team = sample_team(g, threads);
+                  float* save, int threads) {
+  if (shifted_route(g)) {
+    forward_shifted(g, x, w, bias, y, save, threads);
+    return;
+  }
+  const std::size_t L = g.out_pixels(), crr = g.crr(), sample = g.c * g.in_pixels();
+  const SampleBlocks blocks(g);
+  const std::size_t B = blocks.size;
+  const int team = task_team(blocks.count, threads);
   const detail::SerialBlas serial(team);
   // Per thread: a block's columns and, for blocks of several samples, its channel-major result.
   const std::size_t per_thread = crr * B * L + (B > 1 ? g.k * B * L : 0);
   float* ws = detail::scratch(detail::Scratch::blocks, static_cast<std::size_t>(team) * per_thread);
-#pragma omp parallel num_threads(team)
-  {
-    const auto t = static_cast<std::size_t>(omp_get_thread_num()), nt = static_cast<std::size_t>(omp_get_num_threads());
-    float* cols = ws + t * per_thread;
+  // A GEMM a few times larger than OpenBLAS's small-matrix limit runs faster as that many column
+  // panels, each below the limit (no operand packing); far larger ones do not.
+  const auto panel_width = [&](std::size_t width) {
+    const std::size_t panels = (g.k * width * crr + kSmallGemm - 1) / kSmallGemm;
+    return panels <= kMaxPanels ? (width + panels - 1) / panels : width;
+  };
+  const auto count = static_cast<std::int64_t>(blocks.count);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(team)
+  for (std::int64_t bi = 0; bi < count; ++bi) {
+    const auto b = static_cast<std::size_t>(bi);
+    float* cols = ws + static_cast<std::size_t>(omp_get_thread_num()) * per_thread;
     float* res = cols + crr * B * L;
-    for (std::size_t n0 = range_start(g.n, t, nt), end = range_start(g.n, t + 1, nt); n0 < end; n0 += B) {
-      const std::size_t nb = std::min(B, end - n0), width = nb * L;
-      detail::im2col_samples(g, x, n0, nb, cols, width);
-      float* out = nb == 1 ? y + n0 * g.k * L : res;
-      if (bias) {
-        for (std::size_t k = 0; k < g.k; ++k) std::fill(out + k * width, out + (k + 1) * width, bias[k]);
-      }
-      // A GEMM a few times larger than OpenBLAS's small-matrix limit runs faster as that many
-      // column panels, each below the limit (no operand packing); far larger ones do not.
-      const std::size_t work = g.k * width * crr, panels = (work + kSmallGemm - 1) / kSmallGemm;
-      const std::size_t step = panels <= kMaxPanels ? (width + panels - 1) / panels : width;
-      for (std::size_t j = 0; j < width; j += step) {
-        const std::size_t cn = std::min(step, width - j);
-        detail::fp32_gemm_serial(GemmOp::nn, g.k, cn, crr, w, crr, cols + j, width, bias ? 1.0f : 0.0f, out + j,
-                                 width);
-      }
-      if (nb > 1) {
-        for (std::size_t b = 0; b < nb; ++b)
-          for (std::size_t k = 0; k < g.k; ++k)
-            std::memcpy(y + ((n0 + b) * g.k + k) * L, res + k * width + b * L, L * sizeof(float));
-      }
+    const std::size_t n0 = blocks.first(b), nb = blocks.samples(b), width = nb * L;
+    if (save) std::memcpy(save + n0 * sample, x + n0 * sample, nb * sample * sizeof(float));
+    detail::im2col_samples(g, x, n0, nb, cols, width);
+    float* out = nb == 1 ? y + n0 * g.k * L : res;
+    if (bias) {
+      for (std::size_t k = 0; k < g.k; ++k) std::fill(out + k * width, out + (k + 1) * width, bias[k]);
+    }
+    const std::size_t step = panel_width(width);
+    for (std::size_t j = 0; j < width; j += step) {
+      const std::size_t cn = std::min(step, width - j);
+      detail::fp32_gemm_serial(GemmOp::nn, g.k, cn, crr, w, crr, cols + j, width, bias ? 1.0f : 0.0f, out + j, width);
+    }
+    if (nb > 1) {
+      for (std::size_t s = 0; s < nb; ++s)
+        for (std::size_t k = 0; k < g.k; ++k)
+          std::memcpy(y + ((n0 + s) * g.k + k) * L, res + k * width + s * L, L * sizeof(float));
     }
   }
 }
@@ -205,81 +311,161 @@ void data_gradient_fp32(const detail::ConvGeometry& g, const float* dy, const fl
         for (std::size_t ri = 0; ri < r; ++ri)
           for (std::size_t si = 0; si < r; ++si)
             wt[c * krr + (k * r + ri) * r + si] = w[((k * g.c + c) * r + (r - 1 - ri)) * r + (r - 1 - si)];
-    forward_fp32(t, dy, wt, nullptr, dx, threads);
+    forward_fp32(t, dy, wt, nullptr, dx, nullptr, threads);
     return;
   }
-  const std::size_t L = g.out_pixels(), crr = g.crr(), B = block_samples(g);
-  const int team = sample_team(g, threads);
+  const std::size_t L = g.out_pixels(), crr = g.crr();
+  const SampleBlocks blocks(g);
+  const std::size_t B = blocks.size;
+  const int team = task_team(blocks.count, threads);
   const detail::SerialBlas serial(team);
   const std::size_t per_thread = crr * B * L + (B > 1 ? g.k * B * L : 0);
   float* ws = detail::scratch(detail::Scratch::blocks, static_cast<std::size_t>(team) * per_thread);
-#pragma omp parallel num_threads(team)
-  {
-    const auto t = static_cast<std::size_t>(omp_get_thread_num()), nt = static_cast<std::size_t>(omp_get_num_threads());
-    float* dcols = ws + t * per_thread;
+  const auto count = static_cast<std::int64_t>(blocks.count);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(team)
+  for (std::int64_t bi = 0; bi < count; ++bi) {
+    const auto b = static_cast<std::size_t>(bi);
+    float* dcols = ws + static_cast<std::size_t>(omp_get_thread_num()) * per_thread;
     float* buf = dcols + crr * B * L;
-    for (std::size_t n0 = range_start(g.n, t, nt), end = range_start(g.n, t + 1, nt); n0 < end; n0 += B) {
-      const std::size_t nb = std::min(B, end - n0), width = nb * L;
-      // dcols [crr, nb*L] = W^T [crr, k] * dy_b [k, nb*L] (tn: W [k, crr] as stored).
-      detail::fp32_gemm_serial(GemmOp::tn, crr, width, g.k, w, crr, dy_block(g, dy, n0, nb, buf), width, 0.0f, dcols,
-                               width);
-      detail::col2im_add_samples(g, dcols, width, n0, nb, dx);
-    }
+    const std::size_t n0 = blocks.first(b), nb = blocks.samples(b), width = nb * L;
+    // dcols [crr, nb*L] = W^T [crr, k] * dy_b [k, nb*L] (tn: W [k, crr] as stored).
+    detail::fp32_gemm_serial(GemmOp::tn, crr, width, g.k, w, crr, dy_block(g, dy, n0, nb, buf), width, 0.0f, dcols,
+                             width);
+    detail::col2im_add_samples(g, dcols, width, n0, nb, dx);
   }
 }
 
-// dw = dy * im2col(x)^T and db[k] = sum of dy's channel k (db may be null).
+// At most this many floats of partial weight gradients (32 MiB): beyond, consecutive sample
+// blocks share a partial sum.
+constexpr std::size_t kPartialBudget = std::size_t{8} << 20;
+
+// The shifted route of the weight gradient (stride 1; see forward_shifted): per sample,
+// dW(ri, si) [k, c] (+)= dy_pad [k, ho*wp] * (the planes shifted by ri*wp + si)^T, where dy_pad
+// is dy laid out in padded rows with zeros in the wp - wo columns past each row's outputs, so the
+// window entries that forward_shifted drops are multiplied by zero. (A zero times an infinite
+// or NaN activation is NaN, so such an activation spreads NaN over its channel's whole kernel
+// gradient, where the exact gradient is infinite or NaN in most of it anyway; a finite
+// activation adds an exact zero.) Samples fall into fixed groups as in weight_gradient_fp32.
+void weight_gradient_shifted(const detail::ConvGeometry& g, const float* x, const float* dy, float* dw, float* db,
+                             int threads) {
+  const detail::PaddedPlanes pp(g);
+  const std::size_t L = g.out_pixels(), n2 = g.ho * pp.wp, rr = g.r * g.r, kc = g.k * g.c;
+  const std::size_t wsize = rr * kc, psize = wsize + g.k;
+  const std::size_t groups = std::clamp<std::size_t>(kPartialBudget / psize, 1, std::max<std::size_t>(g.n, 1));
+  const int team = task_team(groups, threads);
+  const detail::SerialBlas serial(team);
+  const std::size_t per_thread = g.c * pp.size + g.k * n2;
+  float* ws = detail::scratch(detail::Scratch::blocks, static_cast<std::size_t>(team) * per_thread);
+  float* partials = detail::scratch(detail::Scratch::partials, groups * psize);
+  const auto group_count = static_cast<std::int64_t>(groups), rows = static_cast<std::int64_t>(g.k);
+#pragma omp parallel num_threads(team)
+  {
+    float* xp = ws + static_cast<std::size_t>(omp_get_thread_num()) * per_thread;
+    float* dyp = xp + g.c * pp.size;
+    // The padded planes' borders and dy_pad's columns past the outputs are zeroed once per call
+    // and thread; later samples overwrite only the rest.
+    bool fresh = true;
+#pragma omp for schedule(dynamic, 1)
+    for (std::int64_t gi = 0; gi < group_count; ++gi) {
+      const auto grp = static_cast<std::size_t>(gi);
+      float* pw = partials + grp * psize;  // [r*r, k, c], then db [k]
+      float* pb = pw + wsize;
+      const std::size_t n0 = g.n * grp / groups, n1 = g.n * (grp + 1) / groups;
+      if (n0 == n1) std::fill(pw, pw + psize, 0.0f);  // no samples (an empty batch)
+      for (std::size_t n = n0; n < n1; ++n) {
+        const bool first = n == n0;
+        const float* dyn = dy + n * g.k * L;
+        detail::pad_sample(g, x, n, xp, fresh);
+        if (fresh) std::fill(dyp, dyp + g.k * n2, 0.0f);
+        fresh = false;
+        copy_rows(dyn, g.wo, dyp, pp.wp, g.k * g.ho, g.ho, nullptr);
+        for (std::size_t ri = 0, q = 0; ri < g.r; ++ri) {
+          for (std::size_t si = 0; si < g.r; ++si, ++q) {
+            detail::fp32_gemm_serial(GemmOp::nt, g.k, g.c, n2, dyp, n2, xp + ri * pp.wp + si, pp.size,
+                                     first ? 0.0f : 1.0f, pw + q * kc, g.c);
+          }
+        }
+        add_row_sums(dyn, g.k, L, pb, first);
+      }
+    }
+    // The groups' sums in group order into group 0's, as in weight_gradient_fp32.
+    constexpr std::size_t kChunk = 4096;
+    const auto chunks = static_cast<std::int64_t>((psize + kChunk - 1) / kChunk);
+#pragma omp for schedule(static)
+    for (std::int64_t ci = 0; ci < chunks; ++ci) {
+      const std::size_t i0 = static_cast<std::size_t>(ci) * kChunk, i1 = std::min(psize, i0 + kChunk);
+      for (std::size_t grp = 1; grp < groups; ++grp) add_into(partials + i0, partials + grp * psize + i0, i1 - i0);
+    }
+    // dw [k, c, r*r] from the sum [r*r, k, c].
+#pragma omp for schedule(static)
+    for (std::int64_t kk = 0; kk < rows; ++kk) {
+      const auto k = static_cast<std::size_t>(kk);
+      for (std::size_t c = 0; c < g.c; ++c)
+        for (std::size_t q = 0; q < rr; ++q) dw[(k * g.c + c) * rr + q] = partials[q * kc + k * g.c + c];
+    }
+  }
+  if (db) std::memcpy(db, partials + wsize, g.k * sizeof(float));
+}
+
+// dw = dy * im2col(x)^T and db[k] = sum of dy's channel k (db may be null). The sample blocks
+// fall into fixed groups (one block each unless the budget says otherwise); each group's sums
+// are accumulated block after block into its own partial dW^T [crr, k] (the faster GEMM layout:
+// the long crr dimension as m) and db [k], and the groups' partials are then added in group
+// order. Neither depends on the thread count.
 void weight_gradient_fp32(const detail::ConvGeometry& g, const float* x, const float* dy, float* dw, float* db,
                           int threads) {
-  const std::size_t L = g.out_pixels(), crr = g.crr(), B = block_samples(g), wsize = g.k * crr;
-  const int team = sample_team(g, threads);
+  if (shifted_route(g)) {
+    weight_gradient_shifted(g, x, dy, dw, db, threads);
+    return;
+  }
+  const std::size_t L = g.out_pixels(), crr = g.crr(), wsize = g.k * crr, psize = wsize + g.k;
+  const SampleBlocks blocks(g);
+  const std::size_t B = blocks.size;
+  const std::size_t groups = std::clamp<std::size_t>(kPartialBudget / psize, 1, std::max<std::size_t>(blocks.count, 1));
+  const int team = task_team(groups, threads);
   const detail::SerialBlas serial(team);
   const std::size_t per_thread = crr * B * L + (B > 1 ? g.k * B * L : 0);
   float* ws = detail::scratch(detail::Scratch::blocks, static_cast<std::size_t>(team) * per_thread);
-  // Each thread's sums: dW^T [crr, k] (the faster GEMM layout: the long crr dimension as m), then
-  // the bias gradient [k].
-  const std::size_t psize = wsize + g.k;
-  float* partials = detail::scratch(detail::Scratch::partials, static_cast<std::size_t>(team) * psize);
-  int used = 1;
+  float* partials = detail::scratch(detail::Scratch::partials, groups * psize);
+  const auto group_count = static_cast<std::int64_t>(groups), rows = static_cast<std::int64_t>(g.k);
 #pragma omp parallel num_threads(team)
   {
-    const auto t = static_cast<std::size_t>(omp_get_thread_num()), nt = static_cast<std::size_t>(omp_get_num_threads());
-    if (t == 0) used = static_cast<int>(nt);
-    float* cols = ws + t * per_thread;
+    float* cols = ws + static_cast<std::size_t>(omp_get_thread_num()) * per_thread;
     float* buf = cols + crr * B * L;
-    float* pw = partials + t * psize;
-    float* pb = pw + wsize;
-    bool first = true;
-    for (std::size_t n0 = range_start(g.n, t, nt), end = range_start(g.n, t + 1, nt); n0 < end; n0 += B) {
-      const std::size_t nb = std::min(B, end - n0), width = nb * L;
-      const float* dyb = dy_block(g, dy, n0, nb, buf);
-      detail::im2col_samples(g, x, n0, nb, cols, width);
-      // pw [crr, k] (+)= cols [crr, nb*L] * dy_b^T (nt: dy_b [k, nb*L] as stored).
-      detail::fp32_gemm_serial(GemmOp::nt, crr, g.k, width, cols, width, dyb, width, first ? 0.0f : 1.0f, pw, g.k);
-      add_row_sums(dyb, g.k, width, pb, first);
-      first = false;
+#pragma omp for schedule(dynamic, 1)
+    for (std::int64_t gi = 0; gi < group_count; ++gi) {
+      const auto grp = static_cast<std::size_t>(gi);
+      float* pw = partials + grp * psize;
+      float* pb = pw + wsize;
+      const std::size_t b0 = blocks.count * grp / groups, b1 = blocks.count * (grp + 1) / groups;
+      if (b0 == b1) std::fill(pw, pw + psize, 0.0f);  // no samples (an empty batch)
+      for (std::size_t b = b0; b < b1; ++b) {
+        const bool first = b == b0;
+        const std::size_t n0 = blocks.first(b), nb = blocks.samples(b), width = nb * L;
+        const float* dyb = dy_block(g, dy, n0, nb, buf);
+        detail::im2col_samples(g, x, n0, nb, cols, width);
+        // pw [crr, k] (+)= cols [crr, nb*L] * dy_b^T (nt: dy_b [k, nb*L] as stored).
+        detail::fp32_gemm_serial(GemmOp::nt, crr, g.k, width, cols, width, dyb, width, first ? 0.0f : 1.0f, pw, g.k);
+        add_row_sums(dyb, g.k, width, pb, first);
+      }
     }
-    if (first) std::fill(pw, pw + psize, 0.0f);  // no samples for this thread
-  }
-  // dw[k, q] = the threads' sums in thread order.
-  const auto rows = static_cast<std::int64_t>(g.k);
-#pragma omp parallel for schedule(static) num_threads(team)
-  for (std::int64_t kk = 0; kk < rows; ++kk) {
-    const auto k = static_cast<std::size_t>(kk);
-    float* out = dw + k * crr;
-    for (std::size_t q = 0; q < crr; ++q) out[q] = partials[q * g.k + k];
-    for (int t = 1; t < used; ++t) {
-      const float* p = partials + static_cast<std::size_t>(t) * psize;
-      for (std::size_t q = 0; q < crr; ++q) out[q] += p[q * g.k + k];
+    // The groups' sums in group order, into group 0's partials: element ranges split over the
+    // threads, each element's sum in the same order.
+    constexpr std::size_t kChunk = 4096;
+    const auto chunks = static_cast<std::int64_t>((psize + kChunk - 1) / kChunk);
+#pragma omp for schedule(static)
+    for (std::int64_t ci = 0; ci < chunks; ++ci) {
+      const std::size_t i0 = static_cast<std::size_t>(ci) * kChunk, i1 = std::min(psize, i0 + kChunk);
+      for (std::size_t grp = 1; grp < groups; ++grp) add_into(partials + i0, partials + grp * psize + i0, i1 - i0);
+    }
+    // dw [k, crr] = the transpose of the sum [crr, k].
+#pragma omp for schedule(static)
+    for (std::int64_t kk = 0; kk < rows; ++kk) {
+      const auto k = static_cast<std::size_t>(kk);
+      for (std::size_t q = 0; q < crr; ++q) dw[k * crr + q] = partials[q * g.k + k];
     }
   }
-  if (db) {
-    for (std::size_t k = 0; k < g.k; ++k) {
-      float s = partials[wsize + k];
-      for (int t = 1; t < used; ++t) s += partials[static_cast<std::size_t>(t) * psize + wsize + k];
-      db[k] = s;
-    }
-  }
+  if (db) std::memcpy(db, partials + wsize, g.k * sizeof(float));
 }
 
 }  // namespace
@@ -291,7 +477,14 @@ Tensor Conv2d::forward(const Tensor& x, const StepContext& ctx) {
   if (bias) detail::check_parameter(*bias, {out_}, name());
   const float* b = bias ? bias->value.data() : nullptr;
   if (!precision_.fwd) {
-    forward_fp32(g, x.data(), weight.value.data(), b, y.data(), ctx.threads);
+    // The input that backward needs is copied inside the same parallel loop (into last step's
+    // buffer when the shape is unchanged).
+    float* save = nullptr;
+    if (ctx.training) {
+      if (x_.shape() != x.shape()) x_ = Tensor(x.shape());
+      save = x_.data();
+    }
+    forward_fp32(g, x.data(), weight.value.data(), b, y.data(), save, ctx.threads);
   } else {
     const std::size_t crr = g.crr(), L = g.out_pixels(), nl = g.n * L;
     float* cols = detail::scratch(detail::Scratch::columns, crr * nl);
@@ -314,10 +507,10 @@ Tensor Conv2d::forward(const Tensor& x, const StepContext& ctx) {
     }
   }
   // The input, not its im2col (r*r times larger), is what backward keeps; GRAD rebuilds cols.
-  if (ctx.training) {
-    detail::copy_tensor(x_, x, ctx.threads);  // into last step's buffer
-  } else {
+  if (!ctx.training) {
     x_ = Tensor();
+  } else if (precision_.fwd) {
+    detail::copy_tensor(x_, x, ctx.threads);  // into last step's buffer
   }
   return y;
 }
@@ -341,32 +534,35 @@ Tensor Conv2d::backward(const Tensor& dy, const StepContext& ctx) {
   const std::size_t nhw = g.n * P, nl = g.n * L;
   const float* w = weight.value.data();
 
-  Tensor dx(x_.shape());  // zero-filled
-  if (!precision_.bwd) {
-    data_gradient_fp32(g, dy.data(), w, dx.data(), ctx.threads);
-  } else {
-    // BWD: dx[n, c, h, w] = sum over (k, r, s) of taps[(k, r, s), (n, h, w)] * W[k, c, r, s].
-    float* taps = detail::scratch(detail::Scratch::columns, krr * nhw);
-    detail::gather_taps(g, dy.data(), taps, ctx.threads);
-    const MacRandom rnd = gemm_random(ctx, id, GemmRole::bwd);
-    float* wr = detail::scratch(detail::Scratch::weights, g.c * krr);
-    float* out = detail::scratch(detail::Scratch::out, g.c * nhw);
-    if (inputs_interchangeable(precision_.bwd)) {
-      // [C, N*H*W] = W' [C, krr] * taps [krr, N*H*W], W'[c, (k, r, s)] = W[k, c, r, s].
-      for (std::size_t k = 0; k < g.k; ++k)
-        for (std::size_t c = 0; c < g.c; ++c)
-          for (std::size_t q = 0; q < rr; ++q) wr[c * krr + k * rr + q] = w[(k * g.c + c) * rr + q];
-      detail::layer_gemm(precision_.bwd, GemmOp::nn, g.c, nhw, krr, wr, krr, taps, nhw, out, nhw, nullptr,
-                         detail::BiasAxis::none, rnd, ctx.threads);
-      detail::channel_major_to_nchw(g.n, g.c, P, out, dx.data(), ctx.threads);
+  Tensor dx;  // stays empty when the model wants no dL/dx of this layer
+  if (input_gradient_) {
+    dx = Tensor(x_.shape());  // zero-filled
+    if (!precision_.bwd) {
+      data_gradient_fp32(g, dy.data(), w, dx.data(), ctx.threads);
     } else {
-      // [N*H*W, C] = taps^T * W'' (tn: A = taps as stored), W''[(k, r, s), c] = W[k, c, r, s].
-      for (std::size_t k = 0; k < g.k; ++k)
-        for (std::size_t c = 0; c < g.c; ++c)
-          for (std::size_t q = 0; q < rr; ++q) wr[(k * rr + q) * g.c + c] = w[(k * g.c + c) * rr + q];
-      detail::layer_gemm(precision_.bwd, GemmOp::tn, nhw, g.c, krr, taps, nhw, wr, g.c, out, g.c, nullptr,
-                         detail::BiasAxis::none, rnd, ctx.threads);
-      detail::pixel_major_to_nchw(g.n, g.c, P, out, dx.data(), ctx.threads);
+      // BWD: dx[n, c, h, w] = sum over (k, r, s) of taps[(k, r, s), (n, h, w)] * W[k, c, r, s].
+      float* taps = detail::scratch(detail::Scratch::columns, krr * nhw);
+      detail::gather_taps(g, dy.data(), taps, ctx.threads);
+      const MacRandom rnd = gemm_random(ctx, id, GemmRole::bwd);
+      float* wr = detail::scratch(detail::Scratch::weights, g.c * krr);
+      float* out = detail::scratch(detail::Scratch::out, g.c * nhw);
+      if (inputs_interchangeable(precision_.bwd)) {
+        // [C, N*H*W] = W' [C, krr] * taps [krr, N*H*W], W'[c, (k, r, s)] = W[k, c, r, s].
+        for (std::size_t k = 0; k < g.k; ++k)
+          for (std::size_t c = 0; c < g.c; ++c)
+            for (std::size_t q = 0; q < rr; ++q) wr[c * krr + k * rr + q] = w[(k * g.c + c) * rr + q];
+        detail::layer_gemm(precision_.bwd, GemmOp::nn, g.c, nhw, krr, wr, krr, taps, nhw, out, nhw, nullptr,
+                           detail::BiasAxis::none, rnd, ctx.threads);
+        detail::channel_major_to_nchw(g.n, g.c, P, out, dx.data(), ctx.threads);
+      } else {
+        // [N*H*W, C] = taps^T * W'' (tn: A = taps as stored), W''[(k, r, s), c] = W[k, c, r, s].
+        for (std::size_t k = 0; k < g.k; ++k)
+          for (std::size_t c = 0; c < g.c; ++c)
+            for (std::size_t q = 0; q < rr; ++q) wr[(k * rr + q) * g.c + c] = w[(k * g.c + c) * rr + q];
+        detail::layer_gemm(precision_.bwd, GemmOp::tn, nhw, g.c, krr, taps, nhw, wr, g.c, out, g.c, nullptr,
+                           detail::BiasAxis::none, rnd, ctx.threads);
+        detail::pixel_major_to_nchw(g.n, g.c, P, out, dx.data(), ctx.threads);
+      }
     }
   }
 
@@ -403,7 +599,7 @@ void Conv2d::collect_gemms(const Shape& in, std::vector<GemmCount>& out) const {
   // Reported as (rows of data, channels, reduction), like Linear's; the BWD reduction counts
   // every tap, the zero ones included, as the MAC performs them.
   out.push_back({name(), GemmRole::fwd, nl, out_, in_ * rr});
-  out.push_back({name(), GemmRole::bwd, nhw, in_, out_ * rr});
+  if (input_gradient_) out.push_back({name(), GemmRole::bwd, nhw, in_, out_ * rr});
   out.push_back({name(), GemmRole::grad, out_, in_ * rr, nl});
   if (bias) out.push_back({name(), GemmRole::bias_grad, out_, 1, nl});
 }

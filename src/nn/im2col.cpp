@@ -156,7 +156,7 @@ struct ScratchBuffer {
   std::size_t size = 0;
 };
 
-constexpr std::size_t kScratchSlots = static_cast<std::size_t>(Scratch::partials) + 1;
+constexpr std::size_t kScratchSlots = static_cast<std::size_t>(Scratch::partials) + 1;  // the last slot
 thread_local std::array<ScratchBuffer, kScratchSlots> t_scratch;
 
 }  // namespace
@@ -236,6 +236,19 @@ void col2im_add_samples(const ConvGeometry& g, float* dcols, std::size_t ld, std
         }
       }
     }
+  }
+}
+
+MPSIM_VECTOR_CLONES
+void pad_sample(const ConvGeometry& g, const float* x, std::size_t ni, float* planes, bool borders) {
+  const PaddedPlanes pp(g);
+  if (borders) std::fill(planes, planes + g.c * pp.size, 0.0f);
+  for (std::size_t ci = 0; ci < g.c; ++ci) {
+    const float* src = x + (ni * g.c + ci) * g.in_pixels();
+    float* d = planes + ci * pp.size + g.pad * pp.wp + g.pad;
+    // Row by row in a loop: rows are short, a library call each would cost more than the copy.
+    for (std::size_t h = 0; h < g.h; ++h)
+      for (std::size_t j = 0; j < g.w; ++j) d[h * pp.wp + j] = src[h * g.w + j];
   }
 }
 

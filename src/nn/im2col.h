@@ -58,6 +58,19 @@ void im2col_samples(const ConvGeometry& g, const float* x, std::size_t n0, std::
 void col2im_add_samples(const ConvGeometry& g, float* dcols, std::size_t ld, std::size_t n0, std::size_t nb,
                         float* dx);
 
+// The zero-padded layout of the plain-FP32 stride-1 convolution's shifted route
+// (src/nn/conv2d.cpp): each channel plane of a sample becomes a (h + 2*pad) x (w + 2*pad) plane
+// followed by r - 1 zeros, so that the plane shifted by any kernel offset (ri, si), read for
+// ho full padded rows, stays inside it.
+struct PaddedPlanes {
+  std::size_t hp, wp, size;  // rows, row length, floats per channel (hp*wp + r - 1)
+  explicit PaddedPlanes(const ConvGeometry& g) : hp(g.h + 2 * g.pad), wp(g.w + 2 * g.pad), size(hp * wp + g.r - 1) {}
+};
+
+// The c padded planes (c x size floats) of sample ni of x. With `borders` false only the
+// interior is written: the zeros are those of an earlier call on the same buffer.
+void pad_sample(const ConvGeometry& g, const float* x, std::size_t ni, float* planes, bool borders);
+
 // The gather of the data gradient: taps is (k*r*r) x (n*h*w), row (ki*r + ri)*r + si, column
 // (ni*h + hi)*w + wi, holding dy[ni, ki, oi, oj] where hi = oi*stride - pad + ri and
 // wi = oj*stride - pad + si for integer oi < ho, oj < wo, and +0 for every other tap (into the
@@ -82,8 +95,9 @@ enum class Scratch : unsigned {
   columns,   // a whole-batch im2col or tap matrix (emulated GEMMs)
   out,       // a whole-batch GEMM result or rearranged gradient
   weights,   // a rearranged weight matrix, a vector of ones
-  blocks,    // per-thread sample blocks of the plain-FP32 convolution
-  partials,  // per-thread partial weight and bias gradients (plain FP32)
+  kernel,    // the kernel by offset of the plain-FP32 shifted convolution
+  blocks,    // per-thread working buffers of the plain-FP32 convolution
+  partials,  // per-block partial weight and bias gradients (plain FP32)
 };
 float* scratch(Scratch slot, std::size_t count);
 

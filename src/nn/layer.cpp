@@ -65,10 +65,31 @@ Tensor Sequential::forward(const Tensor& x, const StepContext& ctx) {
 }
 
 Tensor Sequential::backward(const Tensor& dy, const StepContext& ctx) {
-  if (children_.empty()) return dy;
-  Tensor d = children_.back()->backward(dy, ctx);
-  for (std::size_t i = children_.size() - 1; i-- > 0;) d = children_[i]->backward(d, ctx);
-  return d;
+  if (input_gradient_) {
+    if (children_.empty()) return dy;
+    Tensor d = children_.back()->backward(dy, ctx);
+    for (std::size_t i = children_.size() - 1; i-- > 0;) d = children_[i]->backward(d, ctx);
+    return d;
+  }
+  // No dL/dx wanted: the children before the first learning one have nothing to compute.
+  const std::size_t first = first_learning_child();
+  Tensor d = dy;
+  for (std::size_t i = children_.size(); i-- > first;) d = children_[i]->backward(d, ctx);
+  return {};
+}
+
+std::size_t Sequential::first_learning_child() const {
+  for (std::size_t i = 0; i < children_.size(); ++i) {
+    std::vector<Parameter*> p;
+    children_[i]->collect_parameters(p);
+    if (!p.empty()) return i;
+  }
+  return children_.size();
+}
+
+void Sequential::set_input_gradient(bool on) {
+  input_gradient_ = on;
+  if (const std::size_t first = first_learning_child(); first < children_.size()) children_[first]->set_input_gradient(on);
 }
 
 void Sequential::collect_parameters(std::vector<Parameter*>& out) {

@@ -65,10 +65,13 @@ Tensor Linear::backward(const Tensor& dy, const StepContext& ctx) {
     detail::check_parameter(*bias, {out_}, name());
     detail::check_ones_operand(precision_.grad, name());  // before any work
   }
-  // BWD: dx (N x in) = dy W, reduction over the out features.
-  Tensor dx({n, in_});
-  detail::layer_gemm(precision_.bwd, GemmOp::nn, n, in_, out_, dy.data(), out_, weight.value.data(), in_, dx.data(), in_,
-                     nullptr, detail::BiasAxis::none, gemm_random(ctx, id, GemmRole::bwd), ctx.threads);
+  // BWD: dx (N x in) = dy W, reduction over the out features (unless the model wants no dL/dx).
+  Tensor dx;
+  if (input_gradient_) {
+    dx = Tensor({n, in_});
+    detail::layer_gemm(precision_.bwd, GemmOp::nn, n, in_, out_, dy.data(), out_, weight.value.data(), in_, dx.data(),
+                       in_, nullptr, detail::BiasAxis::none, gemm_random(ctx, id, GemmRole::bwd), ctx.threads);
+  }
   // GRAD: dW (out x in) = dy^T x, reduction over the batch in sample order.
   detail::layer_gemm(precision_.grad, GemmOp::tn, out_, in_, n, dy.data(), out_, x_.data(), in_, weight.grad.data(), in_,
                      nullptr, detail::BiasAxis::none, gemm_random(ctx, id, GemmRole::grad), ctx.threads);
@@ -90,7 +93,7 @@ void Linear::collect_gemms(const Shape& in, std::vector<GemmCount>& out) const {
   (void)output_shape(in);
   const std::size_t n = in[0];
   out.push_back({name(), GemmRole::fwd, n, out_, in_});
-  out.push_back({name(), GemmRole::bwd, n, in_, out_});
+  if (input_gradient_) out.push_back({name(), GemmRole::bwd, n, in_, out_});
   out.push_back({name(), GemmRole::grad, out_, in_, n});
   if (bias) out.push_back({name(), GemmRole::bias_grad, out_, 1, n});
 }

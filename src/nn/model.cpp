@@ -13,6 +13,7 @@ Model::Model(std::string arch, std::unique_ptr<Layer> root, Shape input_shape, s
     : arch_(std::move(arch)), root_(std::move(root)), input_shape_(std::move(input_shape)), classes_(classes) {
   std::uint32_t id = 0;
   for (Layer* l : layers()) l->id = id++;
+  root_->set_input_gradient(false);  // nothing before the first learning layer needs dL/dx
   Shape batch1 = {1};
   batch1.insert(batch1.end(), input_shape_.begin(), input_shape_.end());
   const Shape out = root_->output_shape(batch1);  // throws, naming the layer that rejects it
@@ -30,7 +31,7 @@ Tensor Model::forward(const Tensor& x, const StepContext& ctx) {
   return root_->forward(x, ctx);
 }
 
-Tensor Model::backward(const Tensor& dlogits, const StepContext& ctx) { return root_->backward(dlogits, ctx); }
+void Model::backward(const Tensor& dlogits, const StepContext& ctx) { (void)root_->backward(dlogits, ctx); }
 
 std::vector<Layer*> Model::layers() {
   std::vector<Layer*> out;
