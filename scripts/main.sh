@@ -3,7 +3,7 @@
 # from the same seed -- in plain FP32 and with every GEMM (forward, data gradient, weight and bias
 # gradients) on the bit-accurate E5M2(CFG5) x E5M2(CFG5) -> E6M5 MAC -- and prints both runs'
 # accuracy side by side. Extra arguments are config overrides for both runs (key=value, e.g.
-# train.epochs=5). Setup's progress goes to stderr; the runs are kept in runs/main/.
+# train.epochs=10). Setup's progress goes to stderr; the runs are kept in runs/main/.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,7 +14,7 @@ bash scripts/setup.sh >&2
 OUT=runs/main
 rm -rf "$OUT"  # this job's own runs from a previous invocation
 mkdir -p "$OUT"
-COMMON=(train.epochs=2 "$@")
+COMMON=(train.epochs=5 "$@")
 
 echo "==> LeNet-5 on Fashion-MNIST, plain FP32 (OpenBLAS)"
 build/mpsim train --config configs/lenet5_fmnist_fp32.toml --run-dir "$OUT/fp32" --json "${COMMON[@]}" \

@@ -89,7 +89,8 @@ int run_bench_gemm(const BenchGemmOptions& o) {
                         {"gmac_per_s", g}, {"sgemm_ratio", g_blas / g}, {"vectorized", gemm_is_vectorized(spec)}});
         if (!o.json) {
           fmt::print("  {} thread{}: {:<50} {:8.3f} GMAC/s  {:7.1f}x slower than sgemm{}\n", t, t > 1 ? "s" : " ",
-                     spec.to_string(), g, g_blas / g, gemm_is_vectorized(spec) ? "" : "  (reference engine)");
+                     spec.to_string(), g, g_blas / g,
+                     spec.qfp32 ? "  (OpenBLAS)" : gemm_is_vectorized(spec) ? "" : "  (reference engine)");
         }
       }
     }

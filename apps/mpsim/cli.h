@@ -55,7 +55,7 @@ int run_block_quantize(const QuantizeArgs& a);
 // `mpsim bench gemm` (bench_gemm.cpp).
 struct BenchGemmOptions {
   std::vector<std::string> specs = {"in=e5m2:cfg5 prod=exact acc=e6m5 order=seq", "in=e5m2:cfg5 prod=exact acc=fp32 order=seq",
-                                    "in=e5m2:cfg5 prod=exact acc=q8.13 order=seq"};
+                                    "in=e5m2:cfg5 prod=exact acc=q8.13 order=seq", "qfp32 in=e5m2:cfg5"};
   int batch = 128;
   std::vector<int> threads = {1, 2};
   int reps = 3;

@@ -150,7 +150,9 @@ int run_gemm(const GemmCliOptions& o) {
   fmt::print("gemm       {}: {} x {} x {} ({} operands{})\n", o.op, o.m, o.n, o.k, o.a_file.empty() ? "random" : "file",
              o.a_file.empty() ? fmt::format(", normal(0, {}) rounded into a= and b=, seed {}", num(o.scale), o.seed) : "");
   fmt::print("time       {:.3f} s, {:.3f} GMAC/s ({})\n", seconds, macs / seconds / 1e9,
-             gemm_is_vectorized(spec) ? "SIMD kernels" : "exact reference engine, no SIMD kernel for this spec yet");
+             spec.qfp32               ? "fast mode: operands rounded, then OpenBLAS sgemm in FP32"
+             : gemm_is_vectorized(spec) ? "SIMD kernels"
+                                        : "exact reference engine, no SIMD kernel for this spec yet");
   fmt::print("error vs an fp64 GEMM of the same operands:\n");
   fmt::print("  max abs  {:.6g}\n  mean abs {:.6g}\n  rms      {:.6g}\n  max rel  {:.6g}\n  sqnr     {:.2f} dB\n", max_abs, mean_abs,
              rms, max_rel, sqnr);

@@ -71,10 +71,17 @@ int run_train(const TrainArgs& a) {
     nlohmann::json j = {{"run_dir", s.run_dir},         {"arch", c.model.arch},
                         {"dataset", c.dataset},         {"precision", precision_label(c)},
                         {"epochs", s.epochs.size()},    {"steps", s.steps},
-                        {"test_accuracy", last.test_accuracy}, {"best_test_accuracy", best},
-                        {"test_loss", last.test_loss},  {"train_loss", last.train_loss},
-                        {"images_per_second", ips},     {"seconds", s.seconds},
+                        {"test_accuracy", nullptr},     {"best_test_accuracy", nullptr},
+                        {"test_loss", nullptr},         {"train_loss", nullptr},
+                        {"images_per_second", nullptr}, {"seconds", s.seconds},
                         {"parameters", s.parameters},   {"macs_per_image", s.macs_per_image}};
+    if (!s.epochs.empty()) {  // null while no epoch completed (stopped by train.max_steps)
+      j["test_accuracy"] = last.test_accuracy;
+      j["best_test_accuracy"] = best;
+      j["test_loss"] = last.test_loss;
+      j["train_loss"] = last.train_loss;
+      j["images_per_second"] = ips;
+    }
     std::cout << j.dump(2) << "\n";
   } else {
     fmt::print("run            {}\n", s.run_dir);
@@ -82,8 +89,15 @@ int run_train(const TrainArgs& a) {
                s.macs_per_image);
     fmt::print("precision      {}\n", precision_label(c));
     fmt::print("epochs         {} ({} steps)\n", s.epochs.size(), s.steps);
-    fmt::print("test accuracy  {:.2f}% (best {:.2f}%), test loss {:.4f}\n", 100 * last.test_accuracy, 100 * best, last.test_loss);
-    fmt::print("throughput     {:.0f} images/s (training), wall time {:.1f} s\n", ips, s.seconds);
+    if (s.epochs.empty()) {
+      // Stopped by train.max_steps inside the first epoch: nothing was evaluated yet.
+      fmt::print("test accuracy  not evaluated (no epoch completed; --resume continues it)\n");
+      fmt::print("wall time      {:.1f} s\n", s.seconds);
+    } else {
+      fmt::print("test accuracy  {:.2f}% (best {:.2f}%), test loss {:.4f}\n", 100 * last.test_accuracy, 100 * best,
+                 last.test_loss);
+      fmt::print("throughput     {:.0f} images/s (training), wall time {:.1f} s\n", ips, s.seconds);
+    }
   }
   return kOk;
 }
@@ -110,13 +124,7 @@ int run_eval(const EvalArgs& a) {
   if (a.threads > 0) c.threads = a.threads;
   c.train_subset = c.test_subset = a.subset;
   const Dataset data = a.split == "test" ? load_test_data(c) : load_train_data(c);
-  ModelConfig mc = c.model;
-  mc.channels = data.channels();
-  mc.height = data.height();
-  mc.width = data.width();
-  mc.classes = data.num_classes;
-  auto model = make_model(mc, c.seed);
-  model->set_precision(gemm_precision(c));
+  auto model = make_model_for(c, data);
   load_model_state(*model, ck.model);
   std::optional<Normalization> norm;
   const nlohmann::json nj = nlohmann::json::parse(meta("normalization"));

@@ -1,7 +1,9 @@
 // The GEMM entry point of the MAC engine: C = bias + op(A) op(B) under a MAC spec, for the three
 // GEMMs of training (include/mpsim/mac.h: GemmOp), bit-identical to the reference gemm_ref
 // whatever the thread count. Threads split the outputs, never a reduction (DESIGN.md
-// principle 3). docs/mac.md describes the semantics.
+// principle 3). docs/mac.md describes the semantics. The one exception is a spec that names
+// the fast mode qfp32 (MacSpec::qfp32): operands rounded into a= and b=, then OpenBLAS sgemm,
+// whose FP32 sums depend on its kernels and thread count, like plain FP32.
 #pragma once
 
 #include <cstddef>
@@ -35,6 +37,6 @@ void gemm(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::siz
 // accumulator rounding to nearest-even whose sums the lanes hold exactly, or a float
 // accumulator rounding stochastically with sr: docs/mac.md); every other spec runs through the
 // exact reference, with the same results.
-bool gemm_is_vectorized(const MacSpec& spec);
+bool gemm_is_vectorized(const MacSpec& spec);  // false for qfp32 (OpenBLAS)
 
 }  // namespace mpsim

@@ -54,11 +54,18 @@ struct MacSpec {
   MacOrder order;
   std::optional<Format> outer;            // group-sum accumulator of chunk/tree/ftree; nullopt = acc
   std::optional<Format> out;              // final conversion; nullopt = none
+  // The named fast mode "qfp32" (QPyTorch's semantics, not a MAC model): the operands are
+  // rounded into a= and b=, then multiplied and accumulated in FP32 by OpenBLAS sgemm in its own
+  // order, and the results rounded into out= if given. Only in=/a=/b=/out= go with it; it has no
+  // bit-accurate reference (gemm_ref and dot_ref refuse it), and like plain FP32 its results
+  // depend on OpenBLAS's kernels and thread count. Written "qfp32 in=e5m2 [out=bf16]".
+  bool qfp32 = false;
 
   // Parses the grammar of docs/mac.md; the result is validated. Throws MacSpecError.
   static MacSpec parse(std::string_view text);
   // Canonical string: "in=F" (or "a=F b=G"), "prod=...", ["fused"], "acc=...", "order=...",
-  // ["outer=F" when it differs from acc], ["out=F"], separated by single spaces.
+  // ["outer=F" when it differs from acc], ["out=F"], separated by single spaces; for the fast
+  // mode "qfp32 in=F" (or "qfp32 a=F b=G") [" out=F"].
   // parse(to_string(s)) == s for every valid spec.
   std::string to_string() const;
   // Throws MacSpecError if the combination is not allowed (docs/mac.md, "Combinations").

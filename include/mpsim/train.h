@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <functional>
 #include <iosfwd>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -75,5 +76,9 @@ EvalResult evaluate(Model& model, const Dataset& data, const std::optional<Norma
 // the model needs it is the model's business).
 Dataset load_train_data(const TrainConfig& config);
 Dataset load_test_data(const TrainConfig& config);
+
+// The config's model ([model]) for the images and classes of `data`, initialized from the run's
+// seed and with the GEMM precisions of [precision]: what train builds and eval loads into.
+std::unique_ptr<Model> make_model_for(const TrainConfig& config, const Dataset& data);
 
 }  // namespace mpsim

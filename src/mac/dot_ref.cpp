@@ -10,6 +10,7 @@
 #include "exact_value.h"
 #include "mpsim/mac.h"
 #include "round_exact.h"
+#include "src/mac/gemm_qfp32.h"
 
 namespace mpsim {
 
@@ -222,6 +223,7 @@ class Dot {
 MacResult dot_ref(const MacSpec& spec, std::size_t k, const double* a, std::ptrdiff_t inc_a, const double* b,
                   std::ptrdiff_t inc_b, double bias, const MacRandom& rnd, std::uint64_t out_index) {
   spec.validate();
+  detail::refuse_qfp32(spec);
   return Dot(spec, rnd, out_index).run(k, a, inc_a, b, inc_b, bias);
 }
 

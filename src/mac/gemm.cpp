@@ -2,7 +2,8 @@
 // bit-identical to the reference gemm_ref; every other spec runs the reference dot product
 // (dot_ref) for each output, with OpenMP sharing whole rows of outputs between threads. Either
 // way a reduction is never split or reordered, and the random bits of each rounding depend
-// only on its output index and step, so the thread count changes nothing.
+// only on its output index and step, so the thread count changes nothing. The named fast mode
+// qfp32 (src/mac/gemm_qfp32.h) is the one exception: OpenBLAS accumulates in FP32.
 #include "mpsim/gemm.h"
 
 #include <omp.h>
@@ -21,6 +22,7 @@
 #include "mpsim/quantize_array.h"
 #include "src/format/quantize_plan.h"
 #include "src/mac/gemm_fast.h"
+#include "src/mac/gemm_qfp32.h"
 
 namespace mpsim {
 
@@ -372,12 +374,16 @@ void gemm_reference(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n
 
 }  // namespace
 
-bool gemm_is_vectorized(const MacSpec& spec) { return detail::plan_gemm_fast(spec).ok; }
+bool gemm_is_vectorized(const MacSpec& spec) { return !spec.qfp32 && detail::plan_gemm_fast(spec).ok; }
 
 void gemm(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::size_t k, const double* A, std::size_t lda,
           const double* B, std::size_t ldb, double* C, std::size_t ldc, const GemmOptions& o) {
   spec.validate();
   detail::check_gemm_shape(op, m, n, k, lda, ldb, ldc);
+  if (spec.qfp32) {  // named by the spec, never chosen in place of an exact mode
+    detail::gemm_qfp32(spec, op, m, n, k, A, lda, B, ldb, C, ldc, o);
+    return;
+  }
   if (const detail::GemmFastPlan plan = detail::plan_gemm_fast(spec); plan.ok && m * n * k != 0) {
     if (plan.f32) gemm_simd<double, float, double>(spec, plan, op, m, n, k, A, lda, B, ldb, C, ldc, o);
     else gemm_simd<double, double, double>(spec, plan, op, m, n, k, A, lda, B, ldb, C, ldc, o);
@@ -390,6 +396,10 @@ void gemm(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::siz
           const float* B, std::size_t ldb, float* C, std::size_t ldc, const GemmOptions& o) {
   spec.validate();
   detail::check_gemm_shape(op, m, n, k, lda, ldb, ldc);
+  if (spec.qfp32) {  // named by the spec, never chosen in place of an exact mode
+    detail::gemm_qfp32(spec, op, m, n, k, A, lda, B, ldb, C, ldc, o);
+    return;
+  }
   if (const detail::GemmFastPlan plan = detail::plan_gemm_fast(spec); plan.ok && m * n * k != 0) {
     // Quantized and packed straight from the fp32 operands (fp32 inputs are exact in fp64, and
     // a value of a format that fits fp32 is the same in either carrier).

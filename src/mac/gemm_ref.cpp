@@ -5,6 +5,7 @@
 
 #include "gemm_shape.h"
 #include "mpsim/mac.h"
+#include "src/mac/gemm_qfp32.h"
 
 namespace mpsim {
 
@@ -12,6 +13,7 @@ void gemm_ref(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std:
               std::size_t lda, const double* B, std::size_t ldb, double* C, std::size_t ldc, BiasView bias,
               const MacRandom& rnd) {
   spec.validate();
+  detail::refuse_qfp32(spec);
   detail::check_gemm_shape(op, m, n, k, lda, ldb, ldc);
   const detail::GemmOperands<double> ops{op, A, lda, B, ldb};
   for (std::size_t i = 0; i < m; ++i) {

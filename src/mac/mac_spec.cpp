@@ -1,5 +1,6 @@
 // The MAC spec grammar: parsing, validation and canonical printing (docs/mac.md, section 1).
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../format/text.h"
@@ -112,8 +113,9 @@ std::string to_string(const MacOrder& o) {
 MacSpec MacSpec::parse(std::string_view text) {
   MacSpec s;
   bool seen_a = false, seen_b = false, seen_prod = false, seen_fused = false, seen_acc = false, seen_order = false,
-       seen_outer = false, seen_out = false;
+       seen_outer = false, seen_out = false, seen_qfp32 = false;
   std::string outer_item;
+  std::string mac_only_item;  // the first prod=, acc=, order= or outer= item (not for qfp32)
   const auto once = [](std::string_view item, bool& seen, std::string_view what) {
     if (seen) fail(item, std::string(what) + " is given more than once");
     seen = true;
@@ -127,8 +129,14 @@ MacSpec MacSpec::parse(std::string_view text) {
         s.fused = true;
         continue;
       }
-      fail(item, "expected key=value or 'fused' (keys: in, a, b, prod, acc, order, outer, out)");
+      if (key == "qfp32") {
+        once(item, seen_qfp32, "qfp32");
+        s.qfp32 = true;
+        continue;
+      }
+      fail(item, "expected key=value, 'fused' or 'qfp32' (keys: in, a, b, prod, acc, order, outer, out)");
     }
+    if (key == "qfp32") fail(item, "'qfp32' takes no value");
     const std::string_view value = item.substr(eq + 1);
     if (key == "fused") fail(item, "'fused' takes no value");
     if (value.empty()) fail(item, "missing value after '='");
@@ -144,15 +152,19 @@ MacSpec MacSpec::parse(std::string_view text) {
       once(item, seen_b, "the input format b (in= sets it too)");
       s.b = parse_format_item(item, value, Role::input);
     } else if (key == "prod") {
+      mac_only_item = mac_only_item.empty() ? std::string(item) : mac_only_item;
       once(item, seen_prod, "prod=");
       s.prod = lower == "exact" ? std::nullopt : std::optional<Format>(parse_format_item(item, value, Role::product));
     } else if (key == "acc") {
+      mac_only_item = mac_only_item.empty() ? std::string(item) : mac_only_item;
       once(item, seen_acc, "acc=");
       s.acc = lower == "exact" ? std::nullopt : std::optional<Format>(parse_format_item(item, value, Role::accumulator));
     } else if (key == "order") {
+      mac_only_item = mac_only_item.empty() ? std::string(item) : mac_only_item;
       once(item, seen_order, "order=");
       s.order = parse_mac_order(value);
     } else if (key == "outer") {
+      mac_only_item = mac_only_item.empty() ? std::string(item) : mac_only_item;
       once(item, seen_outer, "outer=");
       outer_item = std::string(item);
       s.outer = parse_format_item(item, value, Role::accumulator);
@@ -160,8 +172,13 @@ MacSpec MacSpec::parse(std::string_view text) {
       once(item, seen_out, "out=");
       s.out = parse_format_item(item, value, Role::output);
     } else {
-      fail(item, "unknown key '" + key + "' (keys: in, a, b, prod, fused, acc, order, outer, out)");
+      fail(item, "unknown key '" + key + "' (keys: in, a, b, prod, fused, acc, order, outer, out; or qfp32)");
     }
+  }
+  if (s.qfp32 && (!mac_only_item.empty() || s.fused)) {
+    fail(s.fused ? std::string("fused") : mac_only_item,
+         "qfp32 multiplies and accumulates in FP32 through OpenBLAS, in OpenBLAS's order; only in=, a=, b= and out= "
+         "go with it (drop qfp32 for a bit-accurate MAC)");
   }
   if (seen_outer && !s.order.grouped()) {
     fail(outer_item, "outer= applies only to order=chunkN, treeN or ftreeN (order is " + mpsim::to_string(s.order) + ")");
@@ -179,6 +196,17 @@ void MacSpec::validate() const {
   if (acc) check_format("acc", *acc, Role::accumulator);
   if (outer) check_format("outer", *outer, Role::accumulator);
   if (out) check_format("out", *out, Role::output);
+  if (qfp32) {
+    if (prod || fused || acc != Format::parse("fp32") || order != MacOrder{} || outer) {
+      fail("qfp32", "the fast mode accumulates in FP32 through OpenBLAS: prod=exact, acc=fp32, order=seq, no fused or outer=");
+    }
+    // Its operands and results are fp32 arrays handed to OpenBLAS.
+    for (const auto& [key, f] : {std::pair<const char*, const Format*>{"a", &a}, {"b", &b}, {"out", out ? &*out : nullptr}}) {
+      if (f && !f->fits(Carrier::fp32)) {
+        fail(item_text(key, *f), "qfp32 hands fp32 arrays to OpenBLAS, and this format has values fp32 cannot hold");
+      }
+    }
+  }
   const auto ord = [&] { return "order=" + mpsim::to_string(order); };
   if (order.grouped() && order.n == 0) fail(ord(), "the group size must be at least 1");
   if (!order.grouped() && order.n != 0) fail(ord(), "seq and kahan take no group size");
@@ -199,6 +227,7 @@ void MacSpec::validate() const {
 
 std::string MacSpec::to_string() const {
   std::string s = a == b ? "in=" + a.to_string() : "a=" + a.to_string() + " b=" + b.to_string();
+  if (qfp32) return "qfp32 " + s + (out ? " out=" + out->to_string() : std::string());
   s += " prod=" + (prod ? prod->to_string() : std::string("exact"));
   if (fused) s += " fused";
   s += " acc=" + (acc ? acc->to_string() : std::string("exact"));
@@ -210,7 +239,7 @@ std::string MacSpec::to_string() const {
 
 bool MacSpec::operator==(const MacSpec& o) const {
   return a == o.a && b == o.b && prod == o.prod && fused == o.fused && acc == o.acc && order == o.order &&
-         outer_format() == o.outer_format() && out == o.out;
+         outer_format() == o.outer_format() && out == o.out && qfp32 == o.qfp32;
 }
 
 }  // namespace mpsim

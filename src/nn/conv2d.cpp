@@ -335,6 +335,19 @@ void data_gradient_fp32(const detail::ConvGeometry& g, const float* dy, const fl
   }
 }
 
+// Inside a parallel region (an orphaned work-sharing loop): adds the partial sums of groups
+// 1, 2, ... (each `size` floats, consecutive) into group 0's, in group order, element ranges
+// split over the team, so each element's sum has the same order for any thread count.
+void sum_groups_in_order(float* partials, std::size_t groups, std::size_t size) {
+  constexpr std::size_t kChunk = 4096;
+  const auto chunks = static_cast<std::int64_t>((size + kChunk - 1) / kChunk);
+#pragma omp for schedule(static)
+  for (std::int64_t ci = 0; ci < chunks; ++ci) {
+    const std::size_t i0 = static_cast<std::size_t>(ci) * kChunk, i1 = std::min(size, i0 + kChunk);
+    for (std::size_t grp = 1; grp < groups; ++grp) add_into(partials + i0, partials + grp * size + i0, i1 - i0);
+  }
+}
+
 // At most this many floats of partial weight gradients (32 MiB): beyond, consecutive sample
 // blocks share a partial sum.
 constexpr std::size_t kPartialBudget = std::size_t{8} << 20;
@@ -388,14 +401,7 @@ void weight_gradient_shifted(const detail::ConvGeometry& g, const float* x, cons
         add_row_sums(dyn, g.k, L, pb, first);
       }
     }
-    // The groups' sums in group order into group 0's, as in weight_gradient_fp32.
-    constexpr std::size_t kChunk = 4096;
-    const auto chunks = static_cast<std::int64_t>((psize + kChunk - 1) / kChunk);
-#pragma omp for schedule(static)
-    for (std::int64_t ci = 0; ci < chunks; ++ci) {
-      const std::size_t i0 = static_cast<std::size_t>(ci) * kChunk, i1 = std::min(psize, i0 + kChunk);
-      for (std::size_t grp = 1; grp < groups; ++grp) add_into(partials + i0, partials + grp * psize + i0, i1 - i0);
-    }
+    sum_groups_in_order(partials, groups, psize);
     // dw [k, c, r*r] from the sum [r*r, k, c].
 #pragma omp for schedule(static)
     for (std::int64_t kk = 0; kk < rows; ++kk) {
@@ -449,15 +455,7 @@ void weight_gradient_fp32(const detail::ConvGeometry& g, const float* x, const f
         add_row_sums(dyb, g.k, width, pb, first);
       }
     }
-    // The groups' sums in group order, into group 0's partials: element ranges split over the
-    // threads, each element's sum in the same order.
-    constexpr std::size_t kChunk = 4096;
-    const auto chunks = static_cast<std::int64_t>((psize + kChunk - 1) / kChunk);
-#pragma omp for schedule(static)
-    for (std::int64_t ci = 0; ci < chunks; ++ci) {
-      const std::size_t i0 = static_cast<std::size_t>(ci) * kChunk, i1 = std::min(psize, i0 + kChunk);
-      for (std::size_t grp = 1; grp < groups; ++grp) add_into(partials + i0, partials + grp * psize + i0, i1 - i0);
-    }
+    sum_groups_in_order(partials, groups, psize);
     // dw [k, crr] = the transpose of the sum [crr, k].
 #pragma omp for schedule(static)
     for (std::int64_t kk = 0; kk < rows; ++kk) {
@@ -580,10 +578,8 @@ Tensor Conv2d::backward(const Tensor& dy, const StepContext& ctx) {
                      detail::BiasAxis::none, gemm_random(ctx, id, GemmRole::grad), ctx.threads);
   if (bias) {
     // db [K, 1] = dy' [K, N*L] * 1 [N*L, 1], the same reduction order as GRAD.
-    float* ones = detail::scratch(detail::Scratch::weights, nl);
-    std::fill(ones, ones + nl, 1.0f);
-    detail::layer_gemm(precision_.grad, GemmOp::nn, g.k, 1, nl, dyr, nl, ones, 1, bias->grad.data(), 1, nullptr,
-                       detail::BiasAxis::none, gemm_random(ctx, id, GemmRole::bias_grad), ctx.threads);
+    detail::bias_gradient(precision_.grad, false, g.k, nl, dyr, nl, bias->grad.data(),
+                          gemm_random(ctx, id, GemmRole::bias_grad), ctx.threads);
   }
   return dx;
 }

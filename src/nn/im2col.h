@@ -94,7 +94,7 @@ void nchw_to_channel_major(std::size_t n, std::size_t ch, std::size_t pix, const
 enum class Scratch : unsigned {
   columns,   // a whole-batch im2col or tap matrix (emulated GEMMs)
   out,       // a whole-batch GEMM result or rearranged gradient
-  weights,   // a rearranged weight matrix, a vector of ones
+  weights,   // a rearranged weight matrix
   kernel,    // the kernel by offset of the plain-FP32 shifted convolution
   blocks,    // per-thread working buffers of the plain-FP32 convolution
   partials,  // per-block partial weight and bias gradients (plain FP32)

@@ -93,4 +93,13 @@ void check_ones_operand(const std::optional<MacSpec>& spec, const std::string& l
   }
 }
 
+void bias_gradient(const std::optional<MacSpec>& spec, bool transposed, std::size_t rows, std::size_t len, const float* D,
+                   std::size_t ldd, float* db, const MacRandom& rnd, int threads) {
+  // Ones for the calling thread, grown on demand and never changed otherwise.
+  thread_local std::vector<float> ones;
+  if (ones.size() < len) ones.assign(len, 1.0f);
+  layer_gemm(spec, transposed ? GemmOp::tn : GemmOp::nn, rows, 1, len, D, ldd, ones.data(), 1, db, 1, nullptr,
+             BiasAxis::none, rnd, threads);
+}
+
 }  // namespace mpsim::detail

@@ -52,4 +52,11 @@ class SerialBlas {
 // otherwise. nullopt (FP32) always passes.
 void check_ones_operand(const std::optional<MacSpec>& spec, const std::string& layer);
 
+// The bias gradient db[i] = sum over j of D[i, j] for i < rows, j < len, as the GEMM D * 1 with
+// a vector of ones, under the GRAD precision `spec` (check_ones_operand first), so it reduces in
+// the GRAD order and D stays operand a. D is stored rows x len with row stride ldd, or, when
+// `transposed`, len x rows (the batch-major dy of Linear: op tn).
+void bias_gradient(const std::optional<MacSpec>& spec, bool transposed, std::size_t rows, std::size_t len, const float* D,
+                   std::size_t ldd, float* db, const MacRandom& rnd, int threads);
+
 }  // namespace mpsim::detail

@@ -77,9 +77,8 @@ Tensor Linear::backward(const Tensor& dy, const StepContext& ctx) {
                      nullptr, detail::BiasAxis::none, gemm_random(ctx, id, GemmRole::grad), ctx.threads);
   if (bias) {
     // db (out x 1) = dy^T 1 (the same sums as 1^T dy), dy staying operand a as in GRAD.
-    const std::vector<float> ones(n, 1.0f);
-    detail::layer_gemm(precision_.grad, GemmOp::tn, out_, 1, n, dy.data(), out_, ones.data(), 1, bias->grad.data(), 1,
-                       nullptr, detail::BiasAxis::none, gemm_random(ctx, id, GemmRole::bias_grad), ctx.threads);
+    detail::bias_gradient(precision_.grad, true, out_, n, dy.data(), out_, bias->grad.data(),
+                          gemm_random(ctx, id, GemmRole::bias_grad), ctx.threads);
   }
   return dx;
 }

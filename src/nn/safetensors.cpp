@@ -13,13 +13,14 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <system_error>
+#include <string_view>
 #include <tuple>
 #include <utility>
+
+#include "src/io/atomic_file.h"
 
 namespace mpsim {
 namespace {
@@ -273,16 +274,6 @@ std::vector<std::uint8_t> read_file(const std::string& path) {
   return bytes;
 }
 
-void write_all(int fd, const std::vector<std::uint8_t>& bytes) {
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) throw std::system_error(errno, std::generic_category());
-    done += static_cast<std::size_t>(n);
-  }
-}
-
 }  // namespace
 
 TensorFile parse_safetensors(std::span<const std::uint8_t> bytes, const std::string& what) {
@@ -413,42 +404,10 @@ void write_safetensors(const std::string& path, const TensorFile& file) {
   } catch (const SafetensorsError& e) {
     fail(path, std::string("cannot write: ") + e.what());
   }
-  namespace fs = std::filesystem;
-  const fs::path target(path);
-  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  // The temporary file lives in the target's directory so that rename() replaces the target
-  // in one step (rename is atomic only within a file system).
-  // (Built with append: GCC 12 reports a false -Wrestrict for "." + std::string.)
-  std::string tmp_name(1, '.');
-  tmp_name.append(target.filename().string()).append(".tmp-XXXXXX");
-  std::string tmpl = (dir / tmp_name).string();
-  const int fd = ::mkstemp(tmpl.data());
-  if (fd < 0) fail(path, "cannot create a temporary file in '" + dir.string() + "': " + errno_text());
   try {
-    // mkstemp creates the file readable by its owner only; a checkpoint is an ordinary file.
-    if (::fchmod(fd, 0644) != 0) throw std::system_error(errno, std::generic_category());
-    write_all(fd, bytes);
-    if (::fsync(fd) != 0) throw std::system_error(errno, std::generic_category());
-    if (::close(fd) != 0) {
-      ::unlink(tmpl.c_str());
-      fail(path, "cannot write '" + tmpl + "': " + errno_text());
-    }
-  } catch (const std::system_error& e) {
-    ::close(fd);
-    ::unlink(tmpl.c_str());
-    fail(path, "cannot write '" + tmpl + "': " + e.code().message());
-  }
-  if (::rename(tmpl.c_str(), path.c_str()) != 0) {
-    const std::string why = errno_text();
-    ::unlink(tmpl.c_str());
-    fail(path, "cannot rename '" + tmpl + "' to it: " + why);
-  }
-  // Make the rename itself durable. The new file is complete either way, so a directory that
-  // cannot be synced (some file systems refuse) is not an error.
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
+    detail::write_file_atomically(path, std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+  } catch (const detail::AtomicWriteError& e) {
+    fail(path, e.what());
   }
 }
 

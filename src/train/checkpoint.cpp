@@ -1,6 +1,5 @@
 #include "mpsim/checkpoint.h"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -9,20 +8,13 @@
 #include <set>
 #include <sstream>
 
+#include "src/io/atomic_file.h"
+
 namespace mpsim {
 
 namespace fs = std::filesystem;
 
 namespace {
-
-// Flushes a directory entry (a rename inside it) to disk; failures to open are ignored on file
-// systems that do not support it.
-void sync_path(const fs::path& p) {
-  const int fd = ::open(p.c_str(), O_RDONLY);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
-}
 
 // "epoch-0003-step-00001407": completed epochs and steps (a checkpoint taken inside an epoch has
 // the same epoch count as the one before it, so the step makes the name unique).
@@ -70,7 +62,7 @@ std::string save_checkpoint(const std::string& run_dir, const Checkpoint& c) {
     fs::remove_all(tmp, ec);
     throw CheckpointError(std::string("writing checkpoint: ") + e.what());
   }
-  sync_path(tmp);
+  detail::sync_directory(tmp);
   // A directory of this name that `latest` does not point to is left over (a run resumed
   // from an earlier checkpoint): replace it.
   if (fs::exists(final_dir) && (!previous || fs::path(*previous) != final_dir)) fs::remove_all(final_dir, ec);
@@ -79,22 +71,13 @@ std::string save_checkpoint(const std::string& run_dir, const Checkpoint& c) {
     fs::remove_all(tmp, ec);
     throw CheckpointError(final_dir.string() + ": cannot move the new checkpoint into place");
   }
-  sync_path(root);
+  detail::sync_directory(root);
   // `latest` is replaced by rename, so it always names a complete checkpoint.
-  const fs::path latest_tmp = root / ("latest.tmp-" + std::to_string(::getpid()));
-  {
-    std::ofstream out(latest_tmp, std::ios::trunc);
-    out << name << "\n";
-    out.flush();
-    if (!out) throw CheckpointError(latest_tmp.string() + ": cannot write");
+  try {
+    detail::write_file_atomically(root / "latest", name + "\n");
+  } catch (const detail::AtomicWriteError& e) {
+    throw CheckpointError((root / "latest").string() + ": cannot update: " + e.what());
   }
-  {
-    const int fd = ::open(latest_tmp.c_str(), O_RDONLY);
-    if (fd >= 0) ::fsync(fd), ::close(fd);
-  }
-  fs::rename(latest_tmp, root / "latest", ec);
-  if (ec) throw CheckpointError((root / "latest").string() + ": cannot update: " + ec.message());
-  sync_path(root);
   if (previous && fs::path(*previous) != final_dir) fs::remove_all(*previous, ec);
   // Left-overs of processes killed while writing.
   for (const auto& entry : fs::directory_iterator(root, ec)) {

@@ -136,7 +136,7 @@ const std::vector<KeyDef>& key_table() {
       MPSIM_STR("run.name", name, "name of the run directory (created under run.out_dir)"),
       MPSIM_STR("run.out_dir", out_dir, "folder that holds run directories"),
       MPSIM_UINT("run.seed", seed, "seed of every random choice: initialization, shuffling, augmentation, dropout, stochastic rounding"),
-      KeyDef{"run.threads", Kind::integer, "threads (0: all cores); emulated results do not depend on it",
+      KeyDef{"run.threads", Kind::integer, "threads (0: all cores); results under a bit-accurate MAC do not depend on it (fp32 and qfp32 do)",
              [](TrainConfig& c, const toml::node& n) {
                const std::int64_t v = read_int(n);
                if (v < 0 || v > 1024) throw std::runtime_error("expected 0 .. 1024");
@@ -166,7 +166,7 @@ const std::vector<KeyDef>& key_table() {
       KeyDef{"model.dropout", Kind::floating, "dropout probability before the classifier layers (MLP, LeNet-5, VGG)",
              [](TrainConfig& c, const toml::node& n) { c.model.dropout = static_cast<float>(read_double(n)); },
              [](const TrainConfig& c) { return fmt_double(c.model.dropout); }},
-      MPSIM_STR("precision.mac", mac, "\"fp32\" (plain FP32 through OpenBLAS) or a MAC spec for all three GEMMs of every layer"),
+      MPSIM_STR("precision.mac", mac, "\"fp32\" (plain FP32 through OpenBLAS), a MAC spec, or \"qfp32 in=F\" (operands rounded, then OpenBLAS) for all three GEMMs of every layer"),
       MPSIM_STR("precision.fwd", fwd, "MAC spec of the forward GEMMs (empty: precision.mac)"),
       MPSIM_STR("precision.bwd", bwd, "MAC spec of the data-gradient GEMMs (empty: precision.mac)"),
       MPSIM_STR("precision.grad", grad, "MAC spec of the weight- and bias-gradient GEMMs (empty: precision.mac)"),

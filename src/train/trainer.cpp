@@ -13,6 +13,7 @@
 #include <ostream>
 
 #include "mpsim/checkpoint.h"
+#include "src/io/atomic_file.h"
 #include "src/train/from_config.h"
 #include "src/train/progress.h"
 
@@ -27,18 +28,13 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// Writes `text` to `path` through a temporary file and a rename: never a partial file.
+// Writes `text` to `path` atomically and durably (src/io/atomic_file.h): never a partial file.
 void write_atomically(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) throw TrainingError(tmp.string() + ": cannot write");
+  try {
+    detail::write_file_atomically(path, text);
+  } catch (const detail::AtomicWriteError& e) {
+    throw TrainingError(path.string() + ": " + e.what());
   }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw TrainingError(path.string() + ": cannot write: " + ec.message());
 }
 
 json to_json(const EpochRecord& r) {
@@ -133,6 +129,17 @@ Dataset load_train_data(const TrainConfig& c) {
   return d;
 }
 
+std::unique_ptr<Model> make_model_for(const TrainConfig& config, const Dataset& data) {
+  ModelConfig mc = config.model;
+  mc.channels = data.channels();
+  mc.height = data.height();
+  mc.width = data.width();
+  mc.classes = data.num_classes;
+  std::unique_ptr<Model> model = make_model(mc, config.seed);
+  model->set_precision(gemm_precision(config));
+  return model;
+}
+
 Dataset load_test_data(const TrainConfig& c) {
   Dataset d = load_dataset(c.dataset, c.data_path, Split::test);
   if (c.test_subset > 0 && c.test_subset < d.size()) d = subset(d, c.test_subset, SubsetMode::stratified);
@@ -187,13 +194,7 @@ TrainSummary train(const TrainConfig& config, const TrainOptions& options) {
   const Dataset test_set = load_test_data(config);
   std::optional<Normalization> norm;
   if (config.normalize) norm = channel_statistics(train_set);
-  ModelConfig mc = config.model;
-  mc.channels = train_set.channels();
-  mc.height = train_set.height();
-  mc.width = train_set.width();
-  mc.classes = train_set.num_classes;
-  std::unique_ptr<Model> model = make_model(mc, config.seed);
-  model->set_precision(gemm_precision(config));
+  std::unique_ptr<Model> model = make_model_for(config, train_set);
   std::vector<Parameter*> params = model->parameters();
   std::unique_ptr<Optimizer> optimizer = detail::make_optimizer(config);
 

@@ -1,0 +1,116 @@
+#include "src/mac/gemm_qfp32.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <climits>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "mpsim/quantize.h"
+#include "mpsim/quantize_array.h"
+
+namespace mpsim::detail {
+
+namespace {
+
+// The stored extent of an operand: rows x cols as laid out in memory (op decides how it is read).
+struct Stored {
+  std::size_t rows, cols;
+};
+
+// out (rows x cols, dense) = the stored operand rounded into f. Deterministic rounding modes
+// only (MacSpec::validate refuses stochastic inputs), so the element indices do not matter.
+template <typename T>
+void quantize_operand(const T* in, std::size_t ld, Stored s, const Format& f, T* out, int threads) {
+  QuantizeOptions qo;
+  qo.threads = threads;
+  if (ld == s.cols) {
+    quantize_array(in, out, s.rows * s.cols, f, qo);
+    return;
+  }
+  for (std::size_t r = 0; r < s.rows; ++r) quantize_array(in + r * ld, out + r * s.cols, s.cols, f, qo);
+}
+
+int as_int(std::size_t v, const char* what) {
+  if (v > static_cast<std::size_t>(INT_MAX)) {
+    throw std::invalid_argument(std::string("qfp32 GEMM: ") + what + " " + std::to_string(v) +
+                                " exceeds OpenBLAS's int range");
+  }
+  return static_cast<int>(v);
+}
+
+}  // namespace
+
+void refuse_qfp32(const MacSpec& spec) {
+  if (spec.qfp32) {
+    throw MacSpecError("MAC item 'qfp32': the fast mode accumulates in FP32 through OpenBLAS in OpenBLAS's order; it "
+                       "has no bit-accurate reference (gemm_ref, dot_ref): call gemm()");
+  }
+}
+
+void gemm_qfp32(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::size_t k, const float* A,
+                std::size_t lda, const float* B, std::size_t ldb, float* C, std::size_t ldc, const GemmOptions& o) {
+  if (m == 0 || n == 0) return;
+  const int team = o.threads > 0 ? o.threads : omp_get_max_threads();
+  // The starting values: the bias rounded to fp32 (an fp32 accumulator's content), else +0.
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t j = 0; j < n; ++j) C[i * ldc + j] = static_cast<float>(o.bias.at(i, j));
+  if (k > 0) {
+    const Stored sa = op == GemmOp::tn ? Stored{k, m} : Stored{m, k};
+    const Stored sb = op == GemmOp::nt ? Stored{n, k} : Stored{k, n};
+    std::vector<float> qa(sa.rows * sa.cols), qb(sb.rows * sb.cols);
+    quantize_operand(A, lda, sa, spec.a, qa.data(), team);
+    quantize_operand(B, ldb, sb, spec.b, qb.data(), team);
+    // OpenBLAS's thread count is a library-wide setting: set only when it differs, and never
+    // from inside a parallel region, where other threads share it.
+    if (!omp_in_parallel() && openblas_get_num_threads() != team) openblas_set_num_threads(team);
+    cblas_sgemm(CblasRowMajor, op == GemmOp::tn ? CblasTrans : CblasNoTrans, op == GemmOp::nt ? CblasTrans : CblasNoTrans,
+                as_int(m, "m"), as_int(n, "n"), as_int(k, "k"), 1.0f, qa.data(), as_int(sa.cols, "a row length"), qb.data(),
+                as_int(sb.cols, "b row length"), 1.0f, C, as_int(ldc, "ldc"));
+  }
+  if (!spec.out) return;
+  // out=: each result rounded once; stochastic modes draw the bits of the MAC's out= site.
+  const Format& f = *spec.out;
+  if (f.rounding().stochastic()) {
+    const RandomKey key = mac_random_key(o.random);
+    const auto rows = static_cast<std::int64_t>(m);
+#pragma omp parallel for schedule(static) num_threads(team) if (team > 1 && m * n > 4096)
+    for (std::int64_t si = 0; si < rows; ++si) {
+      const auto i = static_cast<std::size_t>(si);
+      for (std::size_t j = 0; j < n; ++j) {
+        float& c = C[i * ldc + j];
+        c = quantize(c, f, mac_random_index(i * n + j, 0, MacSite::out), key);
+      }
+    }
+    return;
+  }
+  QuantizeOptions qo;
+  qo.threads = team;
+  if (ldc == n) {
+    quantize_array(C, C, m * n, f, qo);
+  } else {
+    for (std::size_t i = 0; i < m; ++i) quantize_array(C + i * ldc, C + i * ldc, n, f, qo);
+  }
+}
+
+void gemm_qfp32(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::size_t k, const double* A,
+                std::size_t lda, const double* B, std::size_t ldb, double* C, std::size_t ldc, const GemmOptions& o) {
+  if (m == 0 || n == 0) return;
+  const int team = o.threads > 0 ? o.threads : omp_get_max_threads();
+  const Stored sa = op == GemmOp::tn ? Stored{k, m} : Stored{m, k};
+  const Stored sb = op == GemmOp::nt ? Stored{n, k} : Stored{k, n};
+  std::vector<double> qa(sa.rows * sa.cols), qb(sb.rows * sb.cols);
+  quantize_operand(A, lda, sa, spec.a, qa.data(), team);
+  quantize_operand(B, ldb, sb, spec.b, qb.data(), team);
+  // Values of a= and b= fit fp32 (MacSpec::validate), so these conversions are exact.
+  const std::vector<float> fa(qa.begin(), qa.end()), fb(qb.begin(), qb.end());
+  std::vector<float> c(m * n);
+  gemm_qfp32(spec, op, m, n, k, fa.data(), sa.cols, fb.data(), sb.cols, c.data(), n, o);
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t j = 0; j < n; ++j) C[i * ldc + j] = c[i * n + j];
+}
+
+}  // namespace mpsim::detail
