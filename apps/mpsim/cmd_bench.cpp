@@ -184,7 +184,7 @@ Runner add_bench_command(CLI::App& app) {
       "gemm",
       "GMAC/s of the emulated GEMM on ResNet-20's 3x3 convolution shapes (m = 16..64 output channels, k = 9 C_in = "
       "144..576, n = batch H W), with 1 and 2 threads, next to OpenBLAS sgemm on the same shapes in the same run.");
-  g->add_option("--mac", og->specs, "MAC specs to time (default: in=e5m2:cfg5 prod=exact with acc=e6m5, fp32, q8.13)");
+  g->add_option("--mac", og->specs, "MAC specs to time (default: in=e5m2:cfg5 prod=exact with acc=e6m5, fp32, q8.13; qfp32 in=e5m2:cfg5)");
   g->add_option("--batch", og->batch, "Batch size, n = batch * H * W (default 128)");
   g->add_option("--threads", og->threads, "Thread counts (default: 1 2)");
   g->add_option("--reps", og->reps, "Repetitions; the median is reported (default 3)");

@@ -61,7 +61,11 @@ void gemm_qfp32(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, st
   if (k > 0) {
     const Stored sa = op == GemmOp::tn ? Stored{k, m} : Stored{m, k};
     const Stored sb = op == GemmOp::nt ? Stored{n, k} : Stored{k, n};
-    std::vector<float> qa(sa.rows * sa.cols), qb(sb.rows * sb.cols);
+    // The rounded operands, in buffers of the calling thread kept between calls (zero-filled
+    // only when they grow): a large operand is not allocated and faulted in again every call.
+    thread_local std::vector<float> qa, qb;
+    if (qa.size() < sa.rows * sa.cols) qa.resize(sa.rows * sa.cols);
+    if (qb.size() < sb.rows * sb.cols) qb.resize(sb.rows * sb.cols);
     quantize_operand(A, lda, sa, spec.a, qa.data(), team);
     quantize_operand(B, ldb, sb, spec.b, qb.data(), team);
     // OpenBLAS's thread count is a library-wide setting: set only when it differs, and never
