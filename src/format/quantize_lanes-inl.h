@@ -294,9 +294,28 @@ HWY_INLINE hn::Vec<D> FloatVector(D d, const QuantPlan& p, hn::Vec<D> x, const s
     fallback = hn::Or(fallback, sub_in);
   }
   if (p.asnormal_gap) {
-    const auto gap = hn::And(hn::Lt(hn::BitCast(d, s.u), hn::Set(d, static_cast<hn::TFromD<D>>(p.s1))),
-                             hn::Ne(hn::BitCast(d, s.u), hn::Zero(d)));
-    fallback = hn::Or(fallback, hn::RebindMask(du, gap));
+    // CFG-5's gap (0, s1): the neighbours are 0 (code 0, even) and s1 (code 1, odd), with s1/2
+    // a float of the carrier between them, so the deterministic modes decide by comparisons:
+    // rne up above s1/2 (a tie goes to the even 0), rna from s1/2 on, ru and rd by the sign,
+    // ro always (inexact: the odd code), rz never. The stochastic modes need the exact fraction
+    // |x| / s1, which is not dyadic: those lanes go to the scalar reference.
+    using T = hn::TFromD<D>;
+    const auto ax = hn::BitCast(d, s.u);
+    const auto gap = hn::RebindMask(du, hn::And(hn::Lt(ax, hn::Set(d, static_cast<T>(p.s1))), hn::Ne(ax, hn::Zero(d))));
+    if constexpr (MODE == RoundMode::sr || MODE == RoundMode::srn) {
+      fallback = hn::Or(fallback, gap);
+    } else {
+      const auto half = hn::Set(d, static_cast<T>(p.s1 / 2));  // exact: s1 is a normal carrier value
+      auto gap_up = hn::Ne(hn::Zero(du), hn::Zero(du));
+      if constexpr (MODE == RoundMode::rne) gap_up = hn::RebindMask(du, hn::Gt(ax, half));
+      else if constexpr (MODE == RoundMode::rna) gap_up = hn::RebindMask(du, hn::Ge(ax, half));
+      else if constexpr (MODE == RoundMode::ru) gap_up = hn::Not(neg);
+      else if constexpr (MODE == RoundMode::rd) gap_up = neg;
+      else if constexpr (MODE == RoundMode::ro) gap_up = hn::Eq(hn::Zero(du), hn::Zero(du));
+      else static_assert(MODE == RoundMode::rz);
+      const auto mag_gap = hn::IfThenElseZero(gap_up, hn::BitCast(du, hn::Set(d, static_cast<T>(p.s1))));
+      result = hn::IfThenElse(hn::RebindMask(d, gap), hn::BitCast(d, WithSign(p, mag_gap, s.sign)), result);
+    }
   }
   return result;
 }
