@@ -172,7 +172,7 @@ Runner add_gemm_command(CLI::App& app) {
       "  mpsim gemm --mac \"in=bf16 acc=q8.13\" -m 2 -n 2 -k 3 --a a.txt --b b.txt\n"
       "The MAC spec grammar is in docs/mac.md. Random operands are normal(0, --scale) values rounded\n"
       "into the a= and b= formats. The fp64 reference sums the same operands' exact products in fp64.");
-  cmd->add_option("--mac", o->mac, "MAC spec, e.g. \"in=e5m2:cfg5 prod=exact acc=e6m5 order=seq\"")->required();
+  cmd->add_option("--mac", o->mac, "MAC spec, e.g. \"in=e5m2:cfg5 prod=exact acc=e6m5 order=seq\", or the fast mode \"qfp32 in=e5m2:cfg5\" (operands rounded, then OpenBLAS in FP32)")->required();
   cmd->add_option("-m", o->m, "Rows of the output (default 64)");
   cmd->add_option("-n", o->n, "Columns of the output (default 64)");
   cmd->add_option("-k", o->k, "Length of the reduction (default 576)");
