@@ -42,38 +42,23 @@ int as_int(std::size_t v, const char* what) {
   return static_cast<int>(v);
 }
 
-}  // namespace
+Stored stored_a(GemmOp op, std::size_t m, std::size_t k) { return op == GemmOp::tn ? Stored{k, m} : Stored{m, k}; }
+Stored stored_b(GemmOp op, std::size_t n, std::size_t k) { return op == GemmOp::nt ? Stored{n, k} : Stored{k, n}; }
 
-void refuse_qfp32(const MacSpec& spec) {
-  if (spec.qfp32) {
-    throw MacSpecError("MAC item 'qfp32': the fast mode accumulates in FP32 through OpenBLAS in OpenBLAS's order; it "
-                       "has no bit-accurate reference (gemm_ref, dot_ref): call gemm()");
-  }
-}
-
-void gemm_qfp32(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::size_t k, const float* A,
-                std::size_t lda, const float* B, std::size_t ldb, float* C, std::size_t ldc, const GemmOptions& o) {
-  if (m == 0 || n == 0) return;
-  const int team = o.threads > 0 ? o.threads : omp_get_max_threads();
-  // The starting values: the bias rounded to fp32 (an fp32 accumulator's content), else +0.
+// C = bias + op(qa) op(qb) by sgemm on operands already rounded into a= and b= (dense, stored
+// as op reads them), then out=. The bias is rounded to fp32 once (an fp32 accumulator's
+// starting content), else +0.
+void multiply_rounded(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::size_t k, const float* qa,
+                      const float* qb, float* C, std::size_t ldc, const GemmOptions& o, int team) {
   for (std::size_t i = 0; i < m; ++i)
     for (std::size_t j = 0; j < n; ++j) C[i * ldc + j] = static_cast<float>(o.bias.at(i, j));
   if (k > 0) {
-    const Stored sa = op == GemmOp::tn ? Stored{k, m} : Stored{m, k};
-    const Stored sb = op == GemmOp::nt ? Stored{n, k} : Stored{k, n};
-    // The rounded operands, in buffers of the calling thread kept between calls (zero-filled
-    // only when they grow): a large operand is not allocated and faulted in again every call.
-    thread_local std::vector<float> qa, qb;
-    if (qa.size() < sa.rows * sa.cols) qa.resize(sa.rows * sa.cols);
-    if (qb.size() < sb.rows * sb.cols) qb.resize(sb.rows * sb.cols);
-    quantize_operand(A, lda, sa, spec.a, qa.data(), team);
-    quantize_operand(B, ldb, sb, spec.b, qb.data(), team);
     // OpenBLAS's thread count is a library-wide setting: set only when it differs, and never
     // from inside a parallel region, where other threads share it.
     if (!omp_in_parallel() && openblas_get_num_threads() != team) openblas_set_num_threads(team);
     cblas_sgemm(CblasRowMajor, op == GemmOp::tn ? CblasTrans : CblasNoTrans, op == GemmOp::nt ? CblasTrans : CblasNoTrans,
-                as_int(m, "m"), as_int(n, "n"), as_int(k, "k"), 1.0f, qa.data(), as_int(sa.cols, "a row length"), qb.data(),
-                as_int(sb.cols, "b row length"), 1.0f, C, as_int(ldc, "ldc"));
+                as_int(m, "m"), as_int(n, "n"), as_int(k, "k"), 1.0f, qa, as_int(stored_a(op, m, k).cols, "a row length"),
+                qb, as_int(stored_b(op, n, k).cols, "b row length"), 1.0f, C, as_int(ldc, "ldc"));
   }
   if (!spec.out) return;
   // out=: each result rounded once; stochastic modes draw the bits of the MAC's out= site.
@@ -100,19 +85,42 @@ void gemm_qfp32(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, st
   }
 }
 
+}  // namespace
+
+void refuse_qfp32(const MacSpec& spec) {
+  if (spec.qfp32) {
+    throw MacSpecError("MAC item 'qfp32': the fast mode accumulates in FP32 through OpenBLAS in OpenBLAS's order; it "
+                       "has no bit-accurate reference (gemm_ref, dot_ref): call gemm()");
+  }
+}
+
+void gemm_qfp32(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::size_t k, const float* A,
+                std::size_t lda, const float* B, std::size_t ldb, float* C, std::size_t ldc, const GemmOptions& o) {
+  if (m == 0 || n == 0) return;
+  const int team = o.threads > 0 ? o.threads : omp_get_max_threads();
+  const Stored sa = stored_a(op, m, k), sb = stored_b(op, n, k);
+  // The rounded operands, in buffers of the calling thread kept between calls (zero-filled
+  // only when they grow): a large operand is not allocated and faulted in again every call.
+  thread_local std::vector<float> qa, qb;
+  if (qa.size() < sa.rows * sa.cols) qa.resize(sa.rows * sa.cols);
+  if (qb.size() < sb.rows * sb.cols) qb.resize(sb.rows * sb.cols);
+  quantize_operand(A, lda, sa, spec.a, qa.data(), team);
+  quantize_operand(B, ldb, sb, spec.b, qb.data(), team);
+  multiply_rounded(spec, op, m, n, k, qa.data(), qb.data(), C, ldc, o, team);
+}
+
 void gemm_qfp32(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::size_t k, const double* A,
                 std::size_t lda, const double* B, std::size_t ldb, double* C, std::size_t ldc, const GemmOptions& o) {
   if (m == 0 || n == 0) return;
   const int team = o.threads > 0 ? o.threads : omp_get_max_threads();
-  const Stored sa = op == GemmOp::tn ? Stored{k, m} : Stored{m, k};
-  const Stored sb = op == GemmOp::nt ? Stored{n, k} : Stored{k, n};
+  const Stored sa = stored_a(op, m, k), sb = stored_b(op, n, k);
   std::vector<double> qa(sa.rows * sa.cols), qb(sb.rows * sb.cols);
   quantize_operand(A, lda, sa, spec.a, qa.data(), team);
   quantize_operand(B, ldb, sb, spec.b, qb.data(), team);
   // Values of a= and b= fit fp32 (MacSpec::validate), so these conversions are exact.
   const std::vector<float> fa(qa.begin(), qa.end()), fb(qb.begin(), qb.end());
   std::vector<float> c(m * n);
-  gemm_qfp32(spec, op, m, n, k, fa.data(), sa.cols, fb.data(), sb.cols, c.data(), n, o);
+  multiply_rounded(spec, op, m, n, k, fa.data(), fb.data(), c.data(), n, o, team);
   for (std::size_t i = 0; i < m; ++i)
     for (std::size_t j = 0; j < n; ++j) C[i * ldc + j] = c[i * n + j];
 }

@@ -116,6 +116,9 @@ MacSpec MacSpec::parse(std::string_view text) {
        seen_outer = false, seen_out = false, seen_qfp32 = false;
   std::string outer_item;
   std::string mac_only_item;  // the first prod=, acc=, order= or outer= item (not for qfp32)
+  const auto note_mac_only = [&](std::string_view item) {
+    if (mac_only_item.empty()) mac_only_item = std::string(item);
+  };
   const auto once = [](std::string_view item, bool& seen, std::string_view what) {
     if (seen) fail(item, std::string(what) + " is given more than once");
     seen = true;
@@ -152,19 +155,19 @@ MacSpec MacSpec::parse(std::string_view text) {
       once(item, seen_b, "the input format b (in= sets it too)");
       s.b = parse_format_item(item, value, Role::input);
     } else if (key == "prod") {
-      mac_only_item = mac_only_item.empty() ? std::string(item) : mac_only_item;
+      note_mac_only(item);
       once(item, seen_prod, "prod=");
       s.prod = lower == "exact" ? std::nullopt : std::optional<Format>(parse_format_item(item, value, Role::product));
     } else if (key == "acc") {
-      mac_only_item = mac_only_item.empty() ? std::string(item) : mac_only_item;
+      note_mac_only(item);
       once(item, seen_acc, "acc=");
       s.acc = lower == "exact" ? std::nullopt : std::optional<Format>(parse_format_item(item, value, Role::accumulator));
     } else if (key == "order") {
-      mac_only_item = mac_only_item.empty() ? std::string(item) : mac_only_item;
+      note_mac_only(item);
       once(item, seen_order, "order=");
       s.order = parse_mac_order(value);
     } else if (key == "outer") {
-      mac_only_item = mac_only_item.empty() ? std::string(item) : mac_only_item;
+      note_mac_only(item);
       once(item, seen_outer, "outer=");
       outer_item = std::string(item);
       s.outer = parse_format_item(item, value, Role::accumulator);

@@ -128,6 +128,28 @@ int task_team(std::size_t tasks, int threads) {
   return static_cast<int>(std::clamp<std::size_t>(tasks, 1, t));
 }
 
+// The working buffers of a plain-FP32 loop, a pair per thread of the team, in the scratch slot
+// `blocks`: `primary` floats (a block's im2col columns, a sample's padded planes) followed by
+// `secondary` ones (a block of dy or of the result, padded output rows).
+struct ThreadBuffers {
+  std::size_t primary_floats, per_thread;
+  float* base;
+  ThreadBuffers(std::size_t primary, std::size_t secondary, int team)
+      : primary_floats(primary),
+        per_thread(primary + secondary),
+        base(detail::scratch(detail::Scratch::blocks, static_cast<std::size_t>(team) * per_thread)) {}
+  // The calling thread's pair (inside the parallel region).
+  float* primary() const { return base + static_cast<std::size_t>(omp_get_thread_num()) * per_thread; }
+  float* secondary() const { return primary() + primary_floats; }
+};
+
+// A sample-block loop's buffers: a block's columns [crr, B*L] and, for blocks of several
+// samples, a channel-major [k, B*L] block.
+ThreadBuffers block_buffers(const detail::ConvGeometry& g, std::size_t B, int team) {
+  const std::size_t width = B * g.out_pixels();
+  return ThreadBuffers(g.crr() * width, B > 1 ? g.k * width : 0, team);
+}
+
 // dy of samples [n0, n0 + nb) as a channel-major block [k, nb*L] (row stride nb*L); a single
 // sample's [k, L] block is dy itself.
 const float* dy_block(const detail::ConvGeometry& g, const float* dy, std::size_t n0, std::size_t nb, float* buf) {
@@ -213,13 +235,12 @@ void forward_shifted(const detail::ConvGeometry& g, const float* x, const float*
   const float* k9 = kernel_by_offset(g, w);
   const int team = task_team(g.n, threads);
   const detail::SerialBlas serial(team);
-  const std::size_t per_thread = g.c * pp.size + g.k * n2;
-  float* ws = detail::scratch(detail::Scratch::blocks, static_cast<std::size_t>(team) * per_thread);
+  const ThreadBuffers bufs(g.c * pp.size, g.k * n2, team);  // padded planes, padded output rows
   const auto count = static_cast<std::int64_t>(g.n);
 #pragma omp parallel num_threads(team)
   {
-    float* xp = ws + static_cast<std::size_t>(omp_get_thread_num()) * per_thread;
-    float* yp = xp + g.c * pp.size;
+    float* xp = bufs.primary();
+    float* yp = bufs.secondary();
     bool fresh = true;  // the thread's padded planes still need their zero borders
 #pragma omp for schedule(dynamic, 1)
     for (std::int64_t ni = 0; ni < count; ++ni) {
@@ -251,9 +272,7 @@ void forward_fp32(const detail::ConvGeometry& g, const float* x, const float* w,
   const std::size_t B = blocks.size;
   const int team = task_team(blocks.count, threads);
   const detail::SerialBlas serial(team);
-  // Per thread: a block's columns and, for blocks of several samples, its channel-major result.
-  const std::size_t per_thread = crr * B * L + (B > 1 ? g.k * B * L : 0);
-  float* ws = detail::scratch(detail::Scratch::blocks, static_cast<std::size_t>(team) * per_thread);
+  const ThreadBuffers bufs = block_buffers(g, B, team);  // columns, channel-major result
   // A GEMM a few times larger than OpenBLAS's small-matrix limit runs faster as that many column
   // panels, each below the limit (no operand packing); far larger ones do not.
   const auto panel_width = [&](std::size_t width) {
@@ -264,8 +283,8 @@ void forward_fp32(const detail::ConvGeometry& g, const float* x, const float* w,
 #pragma omp parallel for schedule(dynamic, 1) num_threads(team)
   for (std::int64_t bi = 0; bi < count; ++bi) {
     const auto b = static_cast<std::size_t>(bi);
-    float* cols = ws + static_cast<std::size_t>(omp_get_thread_num()) * per_thread;
-    float* res = cols + crr * B * L;
+    float* cols = bufs.primary();
+    float* res = bufs.secondary();
     const std::size_t n0 = blocks.first(b), nb = blocks.samples(b), width = nb * L;
     if (save) std::memcpy(save + n0 * sample, x + n0 * sample, nb * sample * sizeof(float));
     detail::im2col_samples(g, x, n0, nb, cols, width);
@@ -319,14 +338,13 @@ void data_gradient_fp32(const detail::ConvGeometry& g, const float* dy, const fl
   const std::size_t B = blocks.size;
   const int team = task_team(blocks.count, threads);
   const detail::SerialBlas serial(team);
-  const std::size_t per_thread = crr * B * L + (B > 1 ? g.k * B * L : 0);
-  float* ws = detail::scratch(detail::Scratch::blocks, static_cast<std::size_t>(team) * per_thread);
+  const ThreadBuffers bufs = block_buffers(g, B, team);  // column gradients, channel-major dy
   const auto count = static_cast<std::int64_t>(blocks.count);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(team)
   for (std::int64_t bi = 0; bi < count; ++bi) {
     const auto b = static_cast<std::size_t>(bi);
-    float* dcols = ws + static_cast<std::size_t>(omp_get_thread_num()) * per_thread;
-    float* buf = dcols + crr * B * L;
+    float* dcols = bufs.primary();
+    float* buf = bufs.secondary();
     const std::size_t n0 = blocks.first(b), nb = blocks.samples(b), width = nb * L;
     // dcols [crr, nb*L] = W^T [crr, k] * dy_b [k, nb*L] (tn: W [k, crr] as stored).
     detail::fp32_gemm_serial(GemmOp::tn, crr, width, g.k, w, crr, dy_block(g, dy, n0, nb, buf), width, 0.0f, dcols,
@@ -367,14 +385,13 @@ void weight_gradient_shifted(const detail::ConvGeometry& g, const float* x, cons
   const std::size_t groups = std::clamp<std::size_t>(kPartialBudget / psize, 1, std::max<std::size_t>(g.n, 1));
   const int team = task_team(groups, threads);
   const detail::SerialBlas serial(team);
-  const std::size_t per_thread = g.c * pp.size + g.k * n2;
-  float* ws = detail::scratch(detail::Scratch::blocks, static_cast<std::size_t>(team) * per_thread);
+  const ThreadBuffers bufs(g.c * pp.size, g.k * n2, team);  // padded planes, dy in padded rows
   float* partials = detail::scratch(detail::Scratch::partials, groups * psize);
   const auto group_count = static_cast<std::int64_t>(groups), rows = static_cast<std::int64_t>(g.k);
 #pragma omp parallel num_threads(team)
   {
-    float* xp = ws + static_cast<std::size_t>(omp_get_thread_num()) * per_thread;
-    float* dyp = xp + g.c * pp.size;
+    float* xp = bufs.primary();
+    float* dyp = bufs.secondary();
     // The padded planes' borders and dy_pad's columns past the outputs are zeroed once per call
     // and thread; later samples overwrite only the rest.
     bool fresh = true;
@@ -430,14 +447,13 @@ void weight_gradient_fp32(const detail::ConvGeometry& g, const float* x, const f
   const std::size_t groups = std::clamp<std::size_t>(kPartialBudget / psize, 1, std::max<std::size_t>(blocks.count, 1));
   const int team = task_team(groups, threads);
   const detail::SerialBlas serial(team);
-  const std::size_t per_thread = crr * B * L + (B > 1 ? g.k * B * L : 0);
-  float* ws = detail::scratch(detail::Scratch::blocks, static_cast<std::size_t>(team) * per_thread);
+  const ThreadBuffers bufs = block_buffers(g, B, team);  // columns, channel-major dy
   float* partials = detail::scratch(detail::Scratch::partials, groups * psize);
   const auto group_count = static_cast<std::int64_t>(groups), rows = static_cast<std::int64_t>(g.k);
 #pragma omp parallel num_threads(team)
   {
-    float* cols = ws + static_cast<std::size_t>(omp_get_thread_num()) * per_thread;
-    float* buf = cols + crr * B * L;
+    float* cols = bufs.primary();
+    float* buf = bufs.secondary();
 #pragma omp for schedule(dynamic, 1)
     for (std::int64_t gi = 0; gi < group_count; ++gi) {
       const auto grp = static_cast<std::size_t>(gi);
