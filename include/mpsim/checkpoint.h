@@ -7,7 +7,7 @@
 //       running sums
 // and <run>/checkpoints/latest names the newest complete one. Writing is atomic at every level:
 // both files go into a temporary directory that is flushed and renamed into place, and only
-// then is `latest` replaced (itself by rename) and the older checkpoint removed. A process
+// then is `latest` replaced (itself by rename) and older checkpoints removed. A process
 // killed at any moment leaves `latest` pointing to a complete checkpoint.
 #pragma once
 
@@ -34,7 +34,8 @@ struct Checkpoint {
 };
 
 // Writes `checkpoint` as <run_dir>/checkpoints/epoch-<epoch>-step-<step>, points `latest` at it and removes
-// the checkpoint `latest` named before. Returns the new directory.
+// every other checkpoint directory and left-over temporary under checkpoints/ (a run keeps only its newest;
+// names not of the form epoch-E-step-S are left alone). Returns the new directory.
 std::string save_checkpoint(const std::string& run_dir, const Checkpoint& checkpoint);
 
 // The directory `latest` names under <run_dir>/checkpoints, or nullopt if there is none.

@@ -7,6 +7,8 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <string_view>
+#include <vector>
 
 #include "src/io/atomic_file.h"
 
@@ -23,6 +25,18 @@ std::string checkpoint_dir_name(std::uint64_t epoch, std::uint64_t step) {
   std::snprintf(buf, sizeof buf, "epoch-%04llu-step-%08llu", static_cast<unsigned long long>(epoch),
                 static_cast<unsigned long long>(step));
   return buf;
+}
+
+// Whether `n` has the form checkpoint_dir_name makes (and nothing else), so that pruning never
+// touches a file a user put beside the checkpoints.
+bool is_checkpoint_dir_name(const std::string& n) {
+  if (n.rfind("epoch-", 0) != 0) return false;
+  const std::size_t dash = n.find("-step-", 6);
+  if (dash == std::string::npos || dash == 6) return false;
+  const auto digits = [](std::string_view s) {
+    return !s.empty() && s.find_first_not_of("0123456789") == std::string_view::npos;
+  };
+  return digits(std::string_view(n).substr(6, dash - 6)) && digits(std::string_view(n).substr(dash + 6));
 }
 
 std::uint64_t read_number(const std::map<std::string, std::string>& meta, const std::string& key, const std::string& where) {
@@ -48,6 +62,11 @@ std::string save_checkpoint(const std::string& run_dir, const Checkpoint& c) {
   const std::optional<std::string> previous = latest_checkpoint(run_dir);
   const std::string name = checkpoint_dir_name(c.epoch, c.step);
   const fs::path final_dir = root / name;
+  // The newest checkpoint cannot be replaced in place without a moment in which `latest` names
+  // nothing complete; a run only checkpoints after steps, so this means a caller's mistake.
+  if (previous && fs::path(*previous) == final_dir) {
+    throw CheckpointError(final_dir.string() + ": is already the latest checkpoint; a checkpoint at the same epoch and step is not replaced");
+  }
   const fs::path tmp = root / (name + ".tmp-" + std::to_string(::getpid()));
   fs::remove_all(tmp, ec);
   fs::create_directory(tmp, ec);
@@ -65,7 +84,7 @@ std::string save_checkpoint(const std::string& run_dir, const Checkpoint& c) {
   detail::sync_directory(tmp);
   // A directory of this name that `latest` does not point to is left over (a run resumed
   // from an earlier checkpoint): replace it.
-  if (fs::exists(final_dir) && (!previous || fs::path(*previous) != final_dir)) fs::remove_all(final_dir, ec);
+  if (fs::exists(final_dir)) fs::remove_all(final_dir, ec);
   fs::rename(tmp, final_dir, ec);
   if (ec) {
     fs::remove_all(tmp, ec);
@@ -78,12 +97,16 @@ std::string save_checkpoint(const std::string& run_dir, const Checkpoint& c) {
   } catch (const detail::AtomicWriteError& e) {
     throw CheckpointError((root / "latest").string() + ": cannot update: " + e.what());
   }
-  if (previous && fs::path(*previous) != final_dir) fs::remove_all(*previous, ec);
-  // Left-overs of processes killed while writing.
+  // Only the newest checkpoint is kept. Besides the previous one, this removes checkpoints that a
+  // process killed between updating `latest` and removing its predecessor left behind, and the
+  // temporary directories of processes killed while writing.
+  std::vector<fs::path> stale;
   for (const auto& entry : fs::directory_iterator(root, ec)) {
     const std::string n = entry.path().filename().string();
-    if (n.find(".tmp-") != std::string::npos) fs::remove_all(entry.path(), ec);
+    if (n == name) continue;
+    if (n.find(".tmp-") != std::string::npos || is_checkpoint_dir_name(n)) stale.push_back(entry.path());
   }
+  for (const fs::path& p : stale) fs::remove_all(p, ec);
   return final_dir.string();
 }
 
