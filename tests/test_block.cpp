@@ -430,13 +430,24 @@ void expect_fast_equals_ref(const BlockFormat& f, const std::vector<double>& x64
   o.key = {seed, 3};
   o.first_index = seed * 1000;
   o.threads = threads;
-  const BlockStats sw = quantize_blocks_ref(f, x.data(), want.data(), layout, o);
+  std::vector<BlockScale> scales_want, scales_got;
+  const BlockStats sw = quantize_blocks_ref(f, x.data(), want.data(), layout, o, &scales_want);
   BlockStats sg;
   if (in_place) {
     got = x;
-    sg = quantize_blocks(f, got.data(), got.data(), layout, o);
+    sg = quantize_blocks(f, got.data(), got.data(), layout, o, &scales_got);
   } else {
-    sg = quantize_blocks(f, x.data(), got.data(), layout, o);
+    sg = quantize_blocks(f, x.data(), got.data(), layout, o, &scales_got);
+  }
+  // The scales the fast path reports (the block GEMM reads them) are the reference's.
+  ASSERT_EQ(scales_got.size(), scales_want.size()) << f.to_string();
+  for (std::size_t b = 0; b < scales_want.size(); ++b) {
+    const BlockScale &w = scales_want[b], &h = scales_got[b];
+    const bool same = w.nan == h.nan && w.code == h.code && w.exponent == h.exponent &&
+                      (w.nan ? std::isnan(h.value) : bits_of(w.value) == bits_of(h.value));
+    EXPECT_TRUE(same) << f.to_string() << " block " << b << ": fast scale code " << h.code << " exponent " << h.exponent
+                      << " value " << h.value << ", reference code " << w.code << " exponent " << w.exponent << " value " << w.value;
+    if (!same) break;
   }
   std::size_t bad = 0;
   for (std::size_t i = 0; i < x.size(); ++i) {

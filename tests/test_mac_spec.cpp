@@ -156,10 +156,11 @@ TEST(MacSpec, Errors) {
   expect_error("outer=exact order=chunk4", {"'outer=exact'"});
   expect_error("acc=fp32,fp16", {"'acc=fp32,fp16'"});
   // Block formats.
-  expect_error("in=hbfp4/64", {"'in=hbfp4/64'", "block-format inputs are not supported by the reference yet"});
-  expect_error("a=mxfp8_e4m3", {"'a=mxfp8_e4m3'", "block-format inputs are not supported by the reference yet"});
-  expect_error("b=NVFP4", {"'b=NVFP4'", "block-format inputs are not supported by the reference yet"});
-  expect_error("in=e4m3/32", {"'in=e4m3/32'", "block-format inputs are not supported by the reference yet"});
+  // Block formats (tests/test_block_mac.cpp has the rest).
+  expect_error("a=mxfp8_e4m3", {"'a=mxfp8_e4m3'", "both operands in block formats"});
+  expect_error("b=NVFP4", {"'b=NVFP4'", "both operands in block formats"});
+  expect_error("in=e4m3/32", {"'in=e4m3/32'", "only hbfp takes a block size"});
+  expect_error("in=hbfp4/64 acc=fp16", {"'acc=fp16'", "do not apply"});
   expect_error("acc=hbfp8/16", {"'acc=hbfp8/16'", "block format"});
   // Incompatible options.
   expect_error("fused prod=fp16", {"fused", "prod=fp16", "rounds a*b + c once"});

@@ -82,8 +82,14 @@ int run_gemm(const GemmCliOptions& o) {
     A.resize(a_rows * a_cols);
     B.resize(b_rows * b_cols);
     const Format fa = spec.a.with_rounding({}), fb = spec.b.with_rounding({});
-    for (auto& x : A) x = quantize(dist(gen), fa);
-    for (auto& x : B) x = quantize(dist(gen), fb);
+    for (auto& x : A) x = spec.block ? dist(gen) : quantize(dist(gen), fa);
+    for (auto& x : B) x = spec.block ? dist(gen) : quantize(dist(gen), fb);
+  }
+  // Block-format inputs: each operand quantized block by block along the reduction, as the
+  // GEMM does (it then finds values of the formats, which pass unchanged).
+  if (spec.block) {
+    quantize_blocks(spec.block->a, A.data(), A.data(), BlockLayout{{a_rows, a_cols}, op == GemmOp::tn ? 0 : -1});
+    quantize_blocks(spec.block->b, B.data(), B.data(), BlockLayout{{b_rows, b_cols}, op == GemmOp::nt ? -1 : 0});
   }
   std::vector<double> C(o.m * o.n);
   GemmOptions go;
@@ -95,8 +101,8 @@ int run_gemm(const GemmCliOptions& o) {
 
   // fp64 GEMM of the operands as the MAC reads them (quantized to a= / b=, as dot_ref does).
   std::vector<double> Aq(A.size()), Bq(B.size());
-  for (std::size_t i = 0; i < A.size(); ++i) Aq[i] = quantize(A[i], spec.a);
-  for (std::size_t i = 0; i < B.size(); ++i) Bq[i] = quantize(B[i], spec.b);
+  for (std::size_t i = 0; i < A.size(); ++i) Aq[i] = spec.block ? A[i] : quantize(A[i], spec.a);
+  for (std::size_t i = 0; i < B.size(); ++i) Bq[i] = spec.block ? B[i] : quantize(B[i], spec.b);
   double max_abs = 0, sum_abs = 0, sum_sq_err = 0, sum_sq_ref = 0, max_rel = 0;
   std::size_t nonfinite = 0;
   for (std::size_t i = 0; i < o.m; ++i) {
@@ -148,11 +154,15 @@ int run_gemm(const GemmCliOptions& o) {
   }
   fmt::print("mac        {}\n", spec.to_string());
   fmt::print("gemm       {}: {} x {} x {} ({} operands{})\n", o.op, o.m, o.n, o.k, o.a_file.empty() ? "random" : "file",
-             o.a_file.empty() ? fmt::format(", normal(0, {}) rounded into a= and b=, seed {}", num(o.scale), o.seed) : "");
-  fmt::print("time       {:.3f} s, {:.3f} GMAC/s ({})\n", seconds, macs / seconds / 1e9,
-             spec.qfp32               ? "fast mode: operands rounded, then OpenBLAS sgemm in FP32"
-             : gemm_is_vectorized(spec) ? "SIMD kernels"
-                                        : "exact reference engine, no SIMD kernel for this spec yet");
+             o.a_file.empty() ? fmt::format(", normal(0, {}) rounded into a= and b={}, seed {}", num(o.scale),
+                                            spec.block ? " block by block along k" : "", o.seed)
+                              : "");
+  const char* engine = spec.qfp32                ? "fast mode: operands rounded, then OpenBLAS sgemm in FP32"
+                       : spec.block && gemm_is_vectorized(spec) ? "integer block kernels"
+                       : spec.block              ? "reference block dot product, no fast kernel for this spec yet"
+                       : gemm_is_vectorized(spec) ? "SIMD kernels"
+                                                  : "exact reference engine, no SIMD kernel for this spec yet";
+  fmt::print("time       {:.3f} s, {:.3f} GMAC/s ({})\n", seconds, macs / seconds / 1e9, engine);
   fmt::print("error vs an fp64 GEMM of the same operands:\n");
   fmt::print("  max abs  {:.6g}\n  mean abs {:.6g}\n  rms      {:.6g}\n  max rel  {:.6g}\n  sqnr     {:.2f} dB\n", max_abs, mean_abs,
              rms, max_rel, sqnr);
@@ -170,9 +180,12 @@ Runner add_gemm_command(CLI::App& app) {
       "  mpsim gemm --mac \"in=e5m2:cfg5 prod=exact acc=e6m5 order=seq\" -m 64 -n 64 -k 576\n"
       "  mpsim gemm --mac \"in=e4m3fn acc=e6m5 order=chunk64 outer=fp32\" --json\n"
       "  mpsim gemm --mac \"in=bf16 acc=q8.13\" -m 2 -n 2 -k 3 --a a.txt --b b.txt\n"
+      "  mpsim gemm --mac \"in=mxfp8_e4m3\" -m 64 -n 1024 -k 576        (block dot product, outer=fp32)\n"
+      "  mpsim gemm --mac \"in=hbfp8/64 bacc=16:wrap outer=bf16\"\n"
       "The MAC spec grammar is in docs/mac.md. Random operands are normal(0, --scale) values rounded\n"
-      "into the a= and b= formats. The fp64 reference sums the same operands' exact products in fp64.");
-  cmd->add_option("--mac", o->mac, "MAC spec, e.g. \"in=e5m2:cfg5 prod=exact acc=e6m5 order=seq\", or the fast mode \"qfp32 in=e5m2:cfg5\" (operands rounded, then OpenBLAS in FP32)")->required();
+      "into the a= and b= formats (block formats: block by block along the reduction). The fp64\n"
+      "reference sums the same operands' exact products in fp64.");
+  cmd->add_option("--mac", o->mac, "MAC spec, e.g. \"in=e5m2:cfg5 prod=exact acc=e6m5 order=seq\", \"in=mxfp4 outer=fp32\" (block formats), or the fast mode \"qfp32 in=e5m2:cfg5\" (operands rounded, then OpenBLAS in FP32)")->required();
   cmd->add_option("-m", o->m, "Rows of the output (default 64)");
   cmd->add_option("-n", o->n, "Columns of the output (default 64)");
   cmd->add_option("-k", o->k, "Length of the reduction (default 576)");

@@ -139,12 +139,12 @@ BlockStats quantize_blocks_ref(const BlockFormat& f, const float* in, float* out
                                const BlockQuantizeOptions& o = {}, std::vector<BlockScale>* scales = nullptr);
 
 // The fast path: SIMD element rounding (quantize_array's kernels) and OpenMP over blocks,
-// bit-identical to the reference for every format, layout, mode, thread count and SIMD level.
-// In place (in == out) is allowed.
+// bit-identical to the reference for every format, layout, mode, thread count and SIMD level,
+// the `scales` included. In place (in == out) is allowed.
 BlockStats quantize_blocks(const BlockFormat& f, const float* in, float* out, const BlockLayout& layout,
-                           const BlockQuantizeOptions& o = {});
+                           const BlockQuantizeOptions& o = {}, std::vector<BlockScale>* scales = nullptr);
 BlockStats quantize_blocks(const BlockFormat& f, const double* in, double* out, const BlockLayout& layout,
-                           const BlockQuantizeOptions& o = {});
+                           const BlockQuantizeOptions& o = {}, std::vector<BlockScale>* scales = nullptr);
 
 // Whether quantize_blocks rounds the elements of this format in SIMD (nvfp4, whose element
 // grid is scaled by a 28-bit significand, rounds each element through the exact reference).

@@ -36,7 +36,8 @@ void gemm(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::siz
 // Whether gemm computes this spec with the SIMD kernels (order=seq, exact products, an
 // accumulator rounding to nearest-even whose sums the lanes hold exactly, or a float
 // accumulator rounding stochastically with sr: docs/mac.md); every other spec runs through the
-// exact reference, with the same results.
+// exact reference, with the same results. For block-format inputs: whether the integer block
+// kernels run (docs/mac.md section 7.3) rather than the reference block dot per output.
 bool gemm_is_vectorized(const MacSpec& spec);  // false for qfp32 (OpenBLAS)
 
 }  // namespace mpsim

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "mpsim/block.h"
 #include "mpsim/format.h"
 #include "mpsim/quantize.h"
 #include "mpsim/round.h"
@@ -42,6 +43,29 @@ struct MacOrder {
 MacOrder parse_mac_order(std::string_view text);
 std::string to_string(const MacOrder& o);
 
+// Block-format multiplier inputs (`in=hbfp8/64`, `a=mxfp8_e4m3 b=mxfp8_e5m2`, `in=nvfp4`): the
+// bit-accurate block dot product of docs/mac.md section 7. Within a block the element products
+// are integers on the product grid, summed exactly in a signed integer block accumulator of
+// `acc_bits` bits (`bacc=`); each block's sum, scaled by the two block scales, is then added
+// into the outer accumulator (MacSpec::outer_format(), `outer=`, default fp32).
+struct BlockMac {
+  BlockFormat a = BlockFormat::parse("hbfp8/64");
+  BlockFormat b = BlockFormat::parse("hbfp8/64");
+  int acc_bits = 0;   // width of the block accumulator, sign included; 0: just wide enough (`bacc=auto`)
+  bool wrap = false;  // two's-complement wrap-around instead of saturation (`bacc=W:wrap`)
+  // Widest block accumulator (the reference holds it, and a product, in 128-bit integers).
+  static constexpr int kMaxBits = 126;
+
+  // Elements of one block along the reduction: the block size, or T for T x T tiles.
+  std::size_t extent() const;
+  // The narrowest accumulator that no block sum can overflow (what `bacc=auto` means).
+  int bits_needed() const;
+  // The width in effect: acc_bits, or bits_needed() for auto.
+  int bits() const { return acc_bits ? acc_bits : bits_needed(); }
+
+  bool operator==(const BlockMac&) const = default;
+};
+
 // One MAC unit: `in= a= b= prod= fused acc= order= outer= out=` (DESIGN.md, docs/mac.md).
 // A format that is absent (std::nullopt) means "exact" for prod and acc, "same as acc" for
 // outer and "no conversion" for out.
@@ -60,6 +84,10 @@ struct MacSpec {
   // bit-accurate reference (gemm_ref and dot_ref refuse it), and like plain FP32 its results
   // depend on OpenBLAS's kernels and thread count. Written "qfp32 in=e5m2 [out=bf16]".
   bool qfp32 = false;
+  // Block-format inputs (BlockMac). Then a= and b= hold the element formats (at block scale 1,
+  // for information only), prod=, fused, acc= and order= do not apply, and `outer=` (default
+  // fp32) is where block sums are combined. Written "in=F [bacc=W[:wrap]] outer=G [out=H]".
+  std::optional<BlockMac> block;
 
   // Parses the grammar of docs/mac.md; the result is validated. Throws MacSpecError.
   static MacSpec parse(std::string_view text);
@@ -71,11 +99,14 @@ struct MacSpec {
   // Throws MacSpecError if the combination is not allowed (docs/mac.md, "Combinations").
   void validate() const;
 
-  // The format group sums are accumulated in (nullopt = exact).
+  // The format group sums (or block sums) are accumulated in (nullopt = exact).
   const std::optional<Format>& outer_format() const { return outer ? outer : acc; }
 
   // Equality of meaning: an outer equal to acc is the same as no outer.
   bool operator==(const MacSpec& o) const;
+
+ private:
+  void validate_block() const;
 };
 
 // Where the stochastic roundings of one GEMM draw their random bits.
@@ -96,8 +127,8 @@ enum class MacSite : std::uint32_t {
   kahan_c = 6,        // kahan: c = (t - sum) - y
   tree = 7,           // tree adder whose right operand starts at product k
   group = 8,          // ftree: group starting at product k rounded once to acc
-  outer_convert = 9,  // group sum (group starting at k) converted into a fixed/integer outer
-  outer_add = 10,     // group sum (group starting at k) added into outer
+  outer_convert = 9,  // group (or block) sum starting at k converted into a fixed/integer outer
+  outer_add = 10,     // group (or block) sum starting at k added into outer
   out = 11,           // final conversion to out= (step 0)
 };
 

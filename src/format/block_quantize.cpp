@@ -236,7 +236,7 @@ struct Context {
     }
   }
 
-  void band(std::size_t b, const T* in, T* out, Scratch<T>& s, BlockStats& st) const {
+  void band(std::size_t b, const T* in, T* out, Scratch<T>& s, BlockStats& st, BlockScale* scales) const {
     using U = typename Bits<T>::U;
     const std::size_t rows = g.rows(b);
     const std::size_t start = g.row_begin(b) * g.width;
@@ -325,6 +325,8 @@ struct Context {
       s.inv64[k] = bp.reference ? 1.0 : pow2d(r.X);
     }
 
+    if (scales) report_scales(s, nb, scales + g.first_block(b));
+
     // Pass 2: scale, round the whole band, and pass 3: scale back (with the statistics).
     if constexpr (std::is_same_v<T, float>) {
       if (use32) {
@@ -333,6 +335,25 @@ struct Context {
       }
     }
     scale_and_round(s.y64, s.fwd64, s.inv64, plan64, b, x, z, n, rows, s, st);
+  }
+
+  // The scales of the band's nb blocks as the reference reports them: a zero block has the
+  // smallest scale, a NaN block the NaN code.
+  void report_scales(const Scratch<T>& s, std::size_t nb, BlockScale* dst) const {
+    for (std::size_t k = 0; k < nb; ++k) {
+      const BlockPlan& bp = s.blocks[k];
+      BlockScale sc;
+      if (bp.nan) {
+        sc.nan = true;
+        sc.value = std::numeric_limits<double>::quiet_NaN();
+        sc.code = rule.nan_code;
+      } else {
+        sc.exponent = s.amax[k] == 0 ? rule.smin : bp.X;
+        sc.code = static_cast<std::uint32_t>(sc.exponent + rule.bias);
+        sc.value = std::ldexp(1.0, sc.exponent);
+      }
+      dst[k] = sc;
+    }
   }
 
   // Elements of block k (of the band at x) whose magnitude exceeds limit.
@@ -438,7 +459,8 @@ int thread_count(const BlockQuantizeOptions& o, std::size_t total, std::size_t b
 }
 
 template <typename T>
-BlockStats nvfp4_fast(const BlockFormat& f, const T* in, T* out, const BlockLayout& layout, const BlockQuantizeOptions& o) {
+BlockStats nvfp4_fast(const BlockFormat& f, const T* in, T* out, const BlockLayout& layout, const BlockQuantizeOptions& o,
+                      BlockScale* scales) {
   const BandGrid g = detail::make_band_grid(f, layout, kBandElements);
   const int threads = thread_count(o, g.total, g.bands);
   // The tensor scale: a max over all finite magnitudes (order-free, so threads may split it).
@@ -472,14 +494,22 @@ BlockStats nvfp4_fast(const BlockFormat& f, const T* in, T* out, const BlockLayo
     std::vector<double> S(nb, 0.0);
     for (std::size_t k = 0; k < nb; ++k) {
       ++st.blocks;
+      BlockScale sc;
       if (bad[k]) {
         ++st.nan_blocks;
-        continue;
+        sc.nan = true;
+        sc.value = std::numeric_limits<double>::quiet_NaN();
+        sc.code = 0x7Fu;
+      } else {
+        if (amax[k] == 0) ++st.zero_blocks;
+        const detail::Nvfp4Scale ns = detail::nvfp4_scale(amax[k], s_tensor, e4m3fn_sat);
+        if (ns.clamped) ++st.scale_clamped;
+        S[k] = ns.S;
+        sc.exponent = ns.bs == 0 ? 0 : std::ilogb(ns.bs);
+        sc.code = static_cast<std::uint32_t>(encode(e4m3fn_sat, ns.bs));
+        sc.value = ns.S;
       }
-      if (amax[k] == 0) ++st.zero_blocks;
-      const detail::Nvfp4Scale ns = detail::nvfp4_scale(amax[k], s_tensor, e4m3fn_sat);
-      if (ns.clamped) ++st.scale_clamped;
-      S[k] = ns.S;
+      if (scales) scales[g.first_block(ub) + k] = sc;
     }
     for_runs(g, rows, [&](std::size_t j, std::size_t c0, std::size_t c1, std::size_t k) {
       for (std::size_t c = c0; c < c1; ++c) {
@@ -501,9 +531,15 @@ BlockStats nvfp4_fast(const BlockFormat& f, const T* in, T* out, const BlockLayo
 }
 
 template <typename T>
-BlockStats fast(const BlockFormat& f, const T* in, T* out, const BlockLayout& layout, const BlockQuantizeOptions& o) {
+BlockStats fast(const BlockFormat& f, const T* in, T* out, const BlockLayout& layout, const BlockQuantizeOptions& o,
+                std::vector<BlockScale>* scale_out) {
   if constexpr (std::is_same_v<T, float>) f.require_fits(Carrier::fp32);
-  if (f.family() == BlockFamily::nvfp4) return nvfp4_fast(f, in, out, layout, o);
+  BlockScale* scales = nullptr;
+  if (scale_out) {
+    scale_out->assign(detail::make_band_grid(f, layout, kBandElements).blocks(), BlockScale{});
+    scales = scale_out->data();
+  }
+  if (f.family() == BlockFamily::nvfp4) return nvfp4_fast(f, in, out, layout, o, scales);
   const Context<T> ctx(f, layout, o);
   const BandGrid& g = ctx.g;
   const int threads = thread_count(o, g.total, g.bands);
@@ -515,7 +551,7 @@ BlockStats fast(const BlockFormat& f, const T* in, T* out, const BlockLayout& la
     thread_local Scratch<T> scratch;
     BlockStats& st = parts[static_cast<std::size_t>(omp_get_thread_num())];
 #pragma omp for schedule(dynamic, 1)
-    for (std::int64_t b = 0; b < bands; ++b) ctx.band(static_cast<std::size_t>(b), in, out, scratch, st);
+    for (std::int64_t b = 0; b < bands; ++b) ctx.band(static_cast<std::size_t>(b), in, out, scratch, st, scales);
   }
   return sum(parts);
 }
@@ -523,13 +559,13 @@ BlockStats fast(const BlockFormat& f, const T* in, T* out, const BlockLayout& la
 }  // namespace
 
 BlockStats quantize_blocks(const BlockFormat& f, const float* in, float* out, const BlockLayout& layout,
-                           const BlockQuantizeOptions& o) {
-  return fast(f, in, out, layout, o);
+                           const BlockQuantizeOptions& o, std::vector<BlockScale>* scales) {
+  return fast(f, in, out, layout, o, scales);
 }
 
 BlockStats quantize_blocks(const BlockFormat& f, const double* in, double* out, const BlockLayout& layout,
-                           const BlockQuantizeOptions& o) {
-  return fast(f, in, out, layout, o);
+                           const BlockQuantizeOptions& o, std::vector<BlockScale>* scales) {
+  return fast(f, in, out, layout, o, scales);
 }
 
 bool quantize_blocks_is_vectorized(const BlockFormat& f) {

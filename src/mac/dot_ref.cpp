@@ -10,10 +10,12 @@
 #include "exact_value.h"
 #include "mpsim/mac.h"
 #include "round_exact.h"
+#include "src/mac/block_dot.h"
 #include "src/mac/gemm_qfp32.h"
 
 namespace mpsim {
 
+using detail::BigUint;
 using detail::ExactValue;
 
 std::uint64_t mac_random_index(std::uint64_t out_index, std::uint64_t step, MacSite site) {
@@ -32,6 +34,43 @@ class Dot {
       : spec_(spec), key_(mac_random_key(rnd)), out_index_(out_index), read_a_(code_reader(spec.a)),
         read_b_(code_reader(spec.b)) {}
 
+  // The block dot product (docs/mac.md section 7) of two quantized vectors: each block's
+  // integer products summed in the block accumulator, the block sum scaled exactly by the two
+  // block units, and the block sums added one after the other into outer from the bias, like
+  // the group sums of chunkN (the random bits of block t are those of its first step).
+  MacResult run_blocks(std::size_t k, const detail::BlockVector& a, const detail::BlockVector& b, double bias) {
+    const BlockMac& bm = *spec_.block;
+    const detail::BlockElementGrid ga = detail::block_element_grid(bm.a), gb = detail::block_element_grid(bm.b);
+    const std::size_t L = bm.extent();
+    const Fmt& outer = spec_.outer_format();
+    ExactValue total = round(ExactValue::from_double(bias), outer, 0, MacSite::bias);
+    for (std::size_t s = 0, t = 0; s < k; s += L, ++t) {
+      const std::size_t e = std::min(k, s + L);
+      const double ua = detail::block_unit(a.scales[t], ga), ub = detail::block_unit(b.scales[t], gb);
+      ExactValue sum;
+      if (a.scales[t].nan || b.scales[t].nan) {
+        sum = ExactValue::nan();
+        flags_.nan_input = true;
+      } else {
+        detail::BlockAccumulator acc{bm.bits(), bm.wrap};
+        for (std::size_t p = s; p < e; ++p) {
+          const std::int64_t na = detail::block_element_int(a.values[static_cast<std::ptrdiff_t>(p) * a.inc], ua, ga);
+          const std::int64_t nb = detail::block_element_int(b.values[static_cast<std::ptrdiff_t>(p) * b.inc], ub, gb);
+          acc.add(static_cast<detail::i128>(na) * nb);
+        }
+        flags_.saturated |= acc.saturated;
+        flags_.overflow |= acc.wrapped;
+        const bool neg = acc.value < 0;
+        const auto mag = static_cast<detail::u128>(neg ? -acc.value : acc.value);
+        sum = ExactValue::mul(ExactValue::mul(ExactValue::make(neg, BigUint::from_u128(mag), 0), ExactValue::from_double(ua)),
+                              ExactValue::from_double(ub));
+        if (sum.is_zero()) sum = ExactValue::zero();  // an integer sum of zero is +0
+      }
+      total = accumulate(total, sum, outer, false, s, MacSite::outer_convert, MacSite::outer_add);
+    }
+    return result(total);
+  }
+
   MacResult run(std::size_t k, const double* a, std::ptrdiff_t inc_a, const double* b, std::ptrdiff_t inc_b,
                 double bias) {
     products_.clear();
@@ -49,6 +88,12 @@ class Dot {
       case MacOrderKind::tree:
       case MacOrderKind::ftree: r = grouped(b0); break;
     }
+    return result(r);
+  }
+
+ private:
+  // The final content r, rounded into out= if given.
+  MacResult result(ExactValue r) {
     if (spec_.out) r = round(r, spec_.out, 0, MacSite::out);
     MacResult res;
     res.flags = flags_;
@@ -59,7 +104,6 @@ class Dot {
     return res;
   }
 
- private:
   // x rounded once into f (nullopt: kept exact); the random bits are those of (step, site).
   ExactValue round(const ExactValue& x, const Fmt& f, std::uint64_t step, MacSite site) {
     if (!f) return x;
@@ -224,7 +268,27 @@ MacResult dot_ref(const MacSpec& spec, std::size_t k, const double* a, std::ptrd
                   std::ptrdiff_t inc_b, double bias, const MacRandom& rnd, std::uint64_t out_index) {
   spec.validate();
   detail::refuse_qfp32(spec);
+  if (spec.block) {
+    // Each vector quantized block by block as a 1 x k matrix (a tile then spans one row).
+    std::vector<double> qa(k), qb(k);
+    for (std::size_t p = 0; p < k; ++p) {
+      qa[p] = a[static_cast<std::ptrdiff_t>(p) * inc_a];
+      qb[p] = b[static_cast<std::ptrdiff_t>(p) * inc_b];
+    }
+    const std::vector<BlockScale> sa = detail::quantize_block_rows_ref(spec.block->a, 1, k, qa.data());
+    const std::vector<BlockScale> sb = detail::quantize_block_rows_ref(spec.block->b, 1, k, qb.data());
+    return detail::block_dot_quantized(spec, k, {qa.data(), 1, sa.data()}, {qb.data(), 1, sb.data()}, bias, rnd, out_index);
+  }
   return Dot(spec, rnd, out_index).run(k, a, inc_a, b, inc_b, bias);
 }
+
+namespace detail {
+
+MacResult block_dot_quantized(const MacSpec& spec, std::size_t k, const BlockVector& a, const BlockVector& b,
+                              double bias, const MacRandom& rnd, std::uint64_t out_index) {
+  return Dot(spec, rnd, out_index).run_blocks(k, a, b, bias);
+}
+
+}  // namespace detail
 
 }  // namespace mpsim

@@ -1,6 +1,7 @@
 // The GEMM entry point. Specs that gemm_fast.h admits run through the SIMD kernels, tested
 // bit-identical to the reference gemm_ref; every other spec runs the reference dot product
-// (dot_ref) for each output, with OpenMP sharing whole rows of outputs between threads. Either
+// (dot_ref) for each output, with OpenMP sharing whole rows of outputs between threads; block-
+// format inputs go to gemm_block.cpp. Either
 // way a reduction is never split or reordered, and the random bits of each rounding depend
 // only on its output index and step, so the thread count changes nothing. The named fast mode
 // qfp32 (src/mac/gemm_qfp32.h) is the one exception: OpenBLAS accumulates in FP32.
@@ -21,6 +22,7 @@
 #include "mpsim/quantize.h"
 #include "mpsim/quantize_array.h"
 #include "src/format/quantize_plan.h"
+#include "src/mac/gemm_block.h"
 #include "src/mac/gemm_fast.h"
 #include "src/mac/gemm_qfp32.h"
 
@@ -374,7 +376,11 @@ void gemm_reference(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n
 
 }  // namespace
 
-bool gemm_is_vectorized(const MacSpec& spec) { return !spec.qfp32 && detail::plan_gemm_fast(spec).ok; }
+bool gemm_is_vectorized(const MacSpec& spec) {
+  if (spec.qfp32) return false;
+  if (spec.block) return detail::gemm_block_is_fast(spec);
+  return detail::plan_gemm_fast(spec).ok;
+}
 
 void gemm(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::size_t k, const double* A, std::size_t lda,
           const double* B, std::size_t ldb, double* C, std::size_t ldc, const GemmOptions& o) {
@@ -382,6 +388,10 @@ void gemm(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::siz
   detail::check_gemm_shape(op, m, n, k, lda, ldb, ldc);
   if (spec.qfp32) {  // named by the spec, never chosen in place of an exact mode
     detail::gemm_qfp32(spec, op, m, n, k, A, lda, B, ldb, C, ldc, o);
+    return;
+  }
+  if (spec.block) {
+    if (m * n != 0) detail::gemm_block<double, double>(spec, op, m, n, k, A, lda, B, ldb, C, ldc, o);
     return;
   }
   if (const detail::GemmFastPlan plan = detail::plan_gemm_fast(spec); plan.ok && m * n * k != 0) {
@@ -398,6 +408,10 @@ void gemm(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::siz
   detail::check_gemm_shape(op, m, n, k, lda, ldb, ldc);
   if (spec.qfp32) {  // named by the spec, never chosen in place of an exact mode
     detail::gemm_qfp32(spec, op, m, n, k, A, lda, B, ldb, C, ldc, o);
+    return;
+  }
+  if (spec.block) {
+    if (m * n != 0) detail::gemm_block<float, float>(spec, op, m, n, k, A, lda, B, ldb, C, ldc, o);
     return;
   }
   if (const detail::GemmFastPlan plan = detail::plan_gemm_fast(spec); plan.ok && m * n * k != 0) {

@@ -91,6 +91,7 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
     plan.why = why;
     return plan;
   };
+  if (spec.block) return no("block-format inputs (gemm_block.cpp)");
   if (spec.order.kind != MacOrderKind::seq) return no("order is not seq");
   if (spec.prod) return no("prod= rounds the product");
   if (!spec.acc) return no("acc=exact");

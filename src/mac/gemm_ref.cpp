@@ -1,10 +1,14 @@
 // The reference GEMM: every output is one reference dot product over p = 0 .. k-1, so the
-// result cannot depend on how a fast kernel tiles or threads the work.
+// result cannot depend on how a fast kernel tiles or threads the work. With block-format
+// inputs the operands are first quantized block by block as matrices.
 #include <stdexcept>
 #include <string>
 
+#include <vector>
+
 #include "gemm_shape.h"
 #include "mpsim/mac.h"
+#include "src/mac/block_dot.h"
 #include "src/mac/gemm_qfp32.h"
 
 namespace mpsim {
@@ -16,6 +20,26 @@ void gemm_ref(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std:
   detail::refuse_qfp32(spec);
   detail::check_gemm_shape(op, m, n, k, lda, ldb, ldc);
   const detail::GemmOperands<double> ops{op, A, lda, B, ldb};
+  if (spec.block) {
+    // Block inputs: op(A) (m x k) and op(B)^T (n x k) quantized as whole matrices, blocks
+    // along k (tiles and NVFP4's tensor scale span the matrix), then one block dot per output.
+    std::vector<double> a(m * k), b(n * k);
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t p = 0; p < k; ++p) a[i * k + p] = ops.a_row(i)[static_cast<std::ptrdiff_t>(p) * ops.a_step()];
+    for (std::size_t j = 0; j < n; ++j)
+      for (std::size_t p = 0; p < k; ++p) b[j * k + p] = ops.b_col(j)[static_cast<std::ptrdiff_t>(p) * ops.b_step()];
+    const std::vector<BlockScale> sa = detail::quantize_block_rows_ref(spec.block->a, m, k, a.data());
+    const std::vector<BlockScale> sb = detail::quantize_block_rows_ref(spec.block->b, n, k, b.data());
+    const std::size_t nkb = (k + spec.block->extent() - 1) / spec.block->extent();
+    for (std::size_t i = 0; i < m; ++i) {
+      for (std::size_t j = 0; j < n; ++j) {
+        C[i * ldc + j] = detail::block_dot_quantized(spec, k, {a.data() + i * k, 1, sa.data() + i * nkb},
+                                                     {b.data() + j * k, 1, sb.data() + j * nkb}, bias.at(i, j), rnd, i * n + j)
+                             .value;
+      }
+    }
+    return;
+  }
   for (std::size_t i = 0; i < m; ++i) {
     for (std::size_t j = 0; j < n; ++j) {
       C[i * ldc + j] = dot_ref(spec, k, ops.a_row(i), ops.a_step(), ops.b_col(j), ops.b_step(), bias.at(i, j), rnd, i * n + j).value;

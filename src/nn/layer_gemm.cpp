@@ -3,6 +3,7 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -85,6 +86,19 @@ SerialBlas::~SerialBlas() {
 
 void check_ones_operand(const std::optional<MacSpec>& spec, const std::string& layer) {
   if (!spec) return;
+  if (spec->block) {
+    // A block of ones quantizes to ones wherever the scale is a power of two (hbfp, mx); NVFP4's
+    // scales (amax / 6 / 448, rounded) are not, and its ones come out near 1, not at 1.
+    for (const BlockFormat* f : {&spec->block->a, &spec->block->b}) {
+      std::vector<double> ones(spec->block->extent(), 1.0);
+      quantize_blocks_ref(*f, ones.data(), ones.data(), BlockLayout{{1, ones.size()}, -1});
+      if (std::any_of(ones.begin(), ones.end(), [](double v) { return v != 1.0; })) {
+        throw MacSpecError("layer " + layer + ": the bias gradient multiplies by 1, which input format " + f->to_string() +
+                           " cannot hold exactly; give this layer no bias or another input format");
+      }
+    }
+    return;
+  }
   for (const Format* f : {&spec->a, &spec->b}) {
     if (quantize(1.0, *f) != 1.0) {
       throw MacSpecError("layer " + layer + ": the bias gradient multiplies by 1, which input format " + f->to_string() +

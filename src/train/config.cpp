@@ -166,7 +166,7 @@ const std::vector<KeyDef>& key_table() {
       KeyDef{"model.dropout", Kind::floating, "dropout probability before the classifier layers (MLP, LeNet-5, VGG)",
              [](TrainConfig& c, const toml::node& n) { c.model.dropout = static_cast<float>(read_double(n)); },
              [](const TrainConfig& c) { return fmt_double(c.model.dropout); }},
-      MPSIM_STR("precision.mac", mac, "\"fp32\" (plain FP32 through OpenBLAS), a MAC spec, or \"qfp32 in=F\" (operands rounded, then OpenBLAS) for all three GEMMs of every layer"),
+      MPSIM_STR("precision.mac", mac, "\"fp32\" (plain FP32 through OpenBLAS), a MAC spec (block formats too: \"in=mxfp8_e4m3\"), or \"qfp32 in=F\" (operands rounded, then OpenBLAS) for all three GEMMs of every layer"),
       MPSIM_STR("precision.fwd", fwd, "MAC spec of the forward GEMMs (empty: precision.mac)"),
       MPSIM_STR("precision.bwd", bwd, "MAC spec of the data-gradient GEMMs (empty: precision.mac)"),
       MPSIM_STR("precision.grad", grad, "MAC spec of the weight- and bias-gradient GEMMs (empty: precision.mac)"),
