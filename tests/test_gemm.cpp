@@ -135,6 +135,63 @@ TEST(Gemm, SimdKernelsEqualTheReference) {
   }
 }
 
+// order=chunkN in the kernels: chunk sums from +0 in acc, folded into outer at every chunk end,
+// with chunks that span several depth blocks or share one (block_bytes forces both), chunk
+// sizes from 1 to beyond k, every SIMD level, 1 and 2 threads, the fp32 overload.
+TEST(Gemm, ChunkedOrderEqualsTheReference) {
+  const char* specs[] = {"in=e5m2:cfg5 acc=e6m5 order=chunk8", "in=e5m2:cfg5 acc=e6m5 order=chunk64 outer=fp32",
+                         "in=e5m2 acc=bf16 order=chunk3 outer=fp32", "in=e4m3 acc=fp16 order=chunk1 outer=fp32",
+                         "in=e5m2 acc=q8.13 order=chunk16 outer=fp32", "in=e5m2:cfg5 acc=fp32 order=chunk50",
+                         "in=e5m2 acc=e6m5 order=chunk784 outer=fp32 out=bf16", "in=e5m2 acc=e5m5 order=chunk5 outer=fp16"};
+  std::mt19937_64 g(77);
+  std::uniform_int_distribution<std::size_t> dim(1, 12), kdim(1, 300);
+  int cases = 0;
+  for (const char* text : specs) {
+    const MacSpec spec = MacSpec::parse(text);
+    ASSERT_TRUE(gemm_is_vectorized(spec)) << text;
+    for (int rep = 0; rep < 4; ++rep) {
+      const bool long_chunks = spec.order.n > 300;  // k beyond a chunk of 784, on fewer outputs
+      const std::size_t m = long_chunks ? 3 : dim(g), n = dim(g) * (rep % 2 ? 3 : 1), k = kdim(g) * (long_chunks ? 4 : 1);
+      const double scale = rep == 2 ? 100.0 : 1.0;
+      const auto A = hard_operand(m * k, scale, g, rep == 3), B = hard_operand(k * n, scale, g, rep == 3);
+      const auto bias = hard_operand(n, 1.0, g, false);
+      GemmOptions o;
+      o.bias = {bias.data(), 0, 1};
+      std::vector<double> want(m * n);
+      gemm_ref(spec, GemmOp::nn, m, n, k, A.data(), k, B.data(), n, want.data(), n, o.bias, o.random);
+      for (SimdLevel level : available_simd_levels()) {
+        LevelGuard guard(level);
+        for (int threads : {1, 2}) {
+          o.threads = threads;
+          o.block_bytes = threads == 1 ? 0 : 2048;  // tiny depth blocks: chunks cross and share them
+          std::vector<double> got(m * n);
+          gemm(spec, GemmOp::nn, m, n, k, A.data(), k, B.data(), n, got.data(), n, o);
+          std::size_t bad = 0;
+          for (std::size_t i = 0; i < m * n; ++i) {
+            if (bits_of(got[i]) != bits_of(want[i]) && !(std::isnan(got[i]) && std::isnan(want[i])) && bad++ < 3) {
+              ADD_FAILURE() << text << " " << m << "x" << n << "x" << k << " level " << to_string(level) << " threads "
+                            << threads << ": output " << i << " got " << got[i] << " want " << want[i];
+            }
+          }
+        }
+      }
+      // The fp32 overload (fp32 lanes where the formats allow).
+      std::vector<float> Af(A.begin(), A.end()), Bf(B.begin(), B.end()), Cf(m * n);
+      o.threads = 2;
+      o.block_bytes = 0;
+      gemm(spec, GemmOp::nn, m, n, k, Af.data(), k, Bf.data(), n, Cf.data(), n, o);
+      std::vector<double> Ad(Af.begin(), Af.end()), Bd(Bf.begin(), Bf.end());
+      gemm_ref(spec, GemmOp::nn, m, n, k, Ad.data(), k, Bd.data(), n, want.data(), n, o.bias, o.random);
+      for (std::size_t i = 0; i < m * n; ++i) {
+        const float w = static_cast<float>(want[i]);
+        EXPECT_TRUE(bits_of(Cf[i]) == bits_of(w) || (std::isnan(Cf[i]) && std::isnan(w))) << text << " fp32 output " << i;
+      }
+      ++cases;
+    }
+  }
+  EXPECT_EQ(cases, 8 * 4);
+}
+
 // Operands for the packing tests: normal values mixed with values in and around the CFG-5 gap
 // (0, s1) below e5m2:cfg5's smallest value s1 = 1.25 2^-15, including its exact midpoint
 // s1 / 2 (a tie) and both signs, which the packing decides in the vector lanes.
@@ -414,7 +471,8 @@ TEST(Gemm, FixedPointAccumulatorsSaturateAndRoundTies) {
 }
 
 TEST(Gemm, SpecsOutsideTheKernelsRunThroughTheReference) {
-  for (const char* text : {"in=fp32 acc=fp32", "in=bf16 acc=fp32", "in=e4m3fn acc=e6m5", "in=e5m2 acc=e6m5@sr8", "in=e5m2 acc=e6m5 order=chunk8",
+  for (const char* text : {"in=fp32 acc=fp32", "in=bf16 acc=fp32", "in=e4m3fn acc=e6m5", "in=e5m2 acc=e6m5@sr8", "in=e5m2 acc=e6m5 order=tree8",
+                           "in=e5m2 acc=fp16 order=chunk8 outer=e6m5", "in=e5m2 acc=e6m5@sr order=chunk8",
                            "in=e5m2 prod=e6m5 acc=e6m5", "in=e5m2 acc=exact", "in=e5m2:cfg2 acc=e6m5", "in=e5m2 acc=q8.13:wrap"}) {
     EXPECT_FALSE(gemm_is_vectorized(MacSpec::parse(text))) << text;
   }

@@ -33,7 +33,7 @@ void gemm(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::siz
 void gemm(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::size_t k, const float* A, std::size_t lda,
           const float* B, std::size_t ldb, float* C, std::size_t ldc, const GemmOptions& options = {});
 
-// Whether gemm computes this spec with the SIMD kernels (order=seq, exact products, an
+// Whether gemm computes this spec with the SIMD kernels (order=seq or chunkN, exact products, an
 // accumulator rounding to nearest-even whose sums the lanes hold exactly, or a float
 // accumulator rounding stochastically with sr: docs/mac.md); every other spec runs through the
 // exact reference, with the same results. For block-format inputs: whether the integer block

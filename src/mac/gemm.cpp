@@ -87,7 +87,7 @@ class Scratch {
 
 // Shared buffers (of the calling thread) and each task's own (of the thread running it).
 struct Workspace {
-  Scratch x, bias, slab, acc, own_x;
+  Scratch x, bias, slab, acc, outer, own_x;
 };
 
 Workspace& workspace() {
@@ -202,17 +202,35 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
   const std::size_t slabs = ceil_div(panels, spp);
   const std::size_t slab_w = spp * W;
   // Blocks of p: a packed block of a slab about kSlabBytes.
+  // With order=chunkN, blocks end where chunks end (several whole chunks, or a chunk in pieces).
   const std::size_t block_bytes = o.block_bytes ? o.block_bytes : kSlabBytes;
-  const std::size_t nkb = ceil_div(k, std::max<std::size_t>(16, block_bytes / (slab_w * sizeof(L))));
-  const std::size_t kc = ceil_div(k, nkb);
+  const std::size_t kc_want = std::max<std::size_t>(16, block_bytes / (slab_w * sizeof(L)));
+  std::vector<std::pair<std::size_t, std::size_t>> kblocks;  // (first p, length)
+  const std::size_t G = plan.chunk;  // chunk size, 0: seq
+  if (G == 0) {
+    const std::size_t nkb = ceil_div(k, kc_want), len = ceil_div(k, nkb);
+    for (std::size_t p = 0; p < k; p += len) kblocks.emplace_back(p, std::min(len, k - p));
+  } else if (G <= kc_want) {
+    const std::size_t len = (kc_want / G) * G;
+    for (std::size_t p = 0; p < k; p += len) kblocks.emplace_back(p, std::min(len, k - p));
+  } else {
+    for (std::size_t c0 = 0; c0 < k; c0 += G) {
+      const std::size_t cl = std::min(G, k - c0), pieces = ceil_div(cl, kc_want), len = ceil_div(cl, pieces);
+      for (std::size_t p = c0; p < c0 + cl; p += len) kblocks.emplace_back(p, std::min(len, c0 + cl - p));
+    }
+  }
+  std::size_t kc = 0;
+  for (const auto& blk : kblocks) kc = std::max(kc, blk.second);
   // X shared, packed once, unless it is very large.
   const bool shared_x = rows * k * sizeof(L) <= kSharedXBytes;
 
   L* const xbuf = shared_x ? workspace().x.get<L>(rows * k) : nullptr;
   // The bias rounded into the accumulator: once per distinct value (to nearest-even), or per
   // output with its own random bits (sr, docs/mac.md section 5: MacSite::bias).
+  // (Grouped orders load the bias into outer and start each chunk from +0.)
+  const Format& first = G ? *spec.outer_format() : acc;
   std::optional<RoundedBias<L>> bias;
-  if (!plan.sr) bias.emplace(o.bias, acc, m, n, threads);
+  if (!plan.sr) bias.emplace(o.bias, first, m, n, threads);
   const L zero_acc = static_cast<L>(quantize(0.0, acc));
   const std::optional<detail::QuantPlan> pout =
       spec.out && !spec.out->rounding().stochastic() ? std::optional(detail::make_plan(*spec.out, Carrier::fp64))
@@ -262,12 +280,14 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
 
   // Output (r, c) of C' is C's (i, j).
   const auto out_index = [&](std::size_t r, std::size_t c) { return trans ? std::pair{c, r} : std::pair{r, c}; };
-  // Row r of the task's accumulators: abuf + (r - r0) * slab_w, panel q at + (q - qa) * W.
-  const auto init_acc = [&](std::size_t qa, std::size_t qb, std::size_t r0, std::size_t r1, L* abuf) {
+  // Row r of the task's accumulators: abuf + (r - r0) * slab_w, panel q at + (q - qa) * W
+  // (chunkN: the running chunk sums there, and the outer totals at the same place in tbuf).
+  const auto init_acc = [&](std::size_t qa, std::size_t qb, std::size_t r0, std::size_t r1, L* abuf, L* tbuf) {
+    if (G) std::fill(abuf, abuf + (r1 - r0) * slab_w, L(0));
     for (std::size_t r = r0; r < r1; ++r) {
       for (std::size_t q = qa; q < qb; ++q) {
         const std::size_t wq = width(q), c0 = q * W, real = std::min(wq, cols - c0);
-        L* const c = abuf + (r - r0) * slab_w + (q - qa) * W;
+        L* const c = (G ? tbuf : abuf) + (r - r0) * slab_w + (q - qa) * W;
         for (std::size_t t = 0; t < real; ++t) {
           const auto [i, j] = out_index(r, c0 + t);
           if (bias) c[t] = bias->at(i, j);
@@ -275,6 +295,17 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
         }
         std::fill(c + real, c + wq, L(0));
       }
+    }
+  };
+  // chunkN: the chunk sums of rows x wq accumulators at c added into the totals at t (row
+  // stride slab_w), rounded into outer, and the chunk sums reset to +0.
+  const auto fold = [&](std::size_t nrows, std::size_t wq, L* c, L* t) {
+    for (std::size_t r = 0; r < nrows; ++r) {
+      L* const cr = c + r * slab_w;
+      L* const tr = t + r * slab_w;
+      for (std::size_t u = 0; u < wq; ++u) tr[u] += cr[u];  // correctly rounded in the lane
+      detail::gemm_pack(plan.outer, *spec.outer_format(), tr, wq, tr, 1);
+      std::fill(cr, cr + wq, L(0));
     }
   };
   const auto finish = [&](std::size_t qa, std::size_t qb, std::size_t r0, std::size_t r1, const L* abuf) {
@@ -318,6 +349,7 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
     Workspace& own = workspace();
     L* const sbuf = own.slab.get<L>(kc * slab_w);
     L* const abuf = own.acc.get<L>(rg * slab_w);
+    L* const tbuf = G ? own.outer.get<L>(rg * slab_w) : nullptr;
     L* const obuf = shared_x ? nullptr : own.own_x.get<L>(rg * kc);
     const auto tasks = static_cast<std::int64_t>(slabs * ngroups);
 #pragma omp for schedule(dynamic, 1)
@@ -325,9 +357,8 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
       const std::size_t s = static_cast<std::size_t>(t) / ngroups, g = static_cast<std::size_t>(t) % ngroups;
       const std::size_t qa = s * spp, qb = std::min(panels, qa + spp);
       const std::size_t r0 = g * rg, r1 = std::min(rows, r0 + rg);
-      init_acc(qa, qb, r0, r1, abuf);
-      for (std::size_t b = 0; b < nkb; ++b) {
-        const std::size_t p0 = b * kc, kb = std::min(kc, k - p0);
+      init_acc(qa, qb, r0, r1, abuf, tbuf);
+      for (const auto& [p0, kb] : kblocks) {
         pack_slab(qa, qb, p0, kb, sbuf);
         if (!shared_x) pack_x(r0, r1, p0, kb, obuf, kb);
         for (std::size_t q = qa; q < qb; ++q) {
@@ -349,11 +380,22 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
                 continue;
               }
             }
-            detail::gemm_tile(plan, acc, std::min(rmax, r1 - r), vq, x, shared_x ? k : kb, panel, kb, c, slab_w);
+            if (G == 0) {
+              detail::gemm_tile(plan, acc, std::min(rmax, r1 - r), vq, x, shared_x ? k : kb, panel, kb, c, slab_w);
+              continue;
+            }
+            // Chunk by chunk: the steps up to the next chunk end, then the fold at that end.
+            for (std::size_t s0 = p0; s0 < p0 + kb;) {
+              const std::size_t s1 = std::min(p0 + kb, (s0 / G + 1) * G);
+              detail::gemm_tile(plan, acc, std::min(rmax, r1 - r), vq, x + (s0 - p0), shared_x ? k : kb,
+                                panel + (s0 - p0) * width(q), s1 - s0, c, slab_w);
+              if (s1 % G == 0 || s1 == k) fold(std::min(rmax, r1 - r), width(q), c, tbuf + (c - abuf));
+              s0 = s1;
+            }
           }
         }
       }
-      finish(qa, qb, r0, r1, abuf);
+      finish(qa, qb, r0, r1, G ? tbuf : abuf);
     }
   }
 }

@@ -45,6 +45,20 @@ struct Lane {
   Carrier carrier;
 };
 
+// order=chunkN: whether the outer accumulator takes chunk sums (values of an accumulator of
+// range rc) exactly as a float accumulator takes products in this lane (gemm_fast.h); sets
+// plan.outer and plan.chunk.
+bool outer_fits(const Format& outer, const Range& rc, const Lane& lane, GemmFastPlan& plan) {
+  if (outer.kind() != FormatKind::floating || outer.rounding().mode != RoundMode::rne || !outer.fits(lane.carrier)) return false;
+  const Range ro = range_of(outer);
+  if (ro.bits >= 64 || rc.bits > ro.bits || 2 * ro.bits + 2 > lane.P) return false;  // innocuous double rounding
+  if (std::min(ro.quantum, rc.quantum) < lane.min_normal || ro.max + rc.max > lane.max / 2) return false;
+  if (std::min(ro.quantum, rc.quantum) * std::ldexp(1.0, lane.P) < describe(outer).min_normal) return false;
+  plan.outer = make_plan(outer, lane.carrier);
+  if (plan.outer.kind != PlanKind::floating) return false;
+  return true;
+}
+
 // The stochastic float accumulator (gemm_fast.h): fp64 lanes in which every product is exact
 // and no sum overflows; the accumulator a radix-2 float with gradual underflow, a zero and a
 // sign (the lane splits values at its grid with one rule for every binade), whose smallest
@@ -92,11 +106,14 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
     return plan;
   };
   if (spec.block) return no("block-format inputs (gemm_block.cpp)");
-  if (spec.order.kind != MacOrderKind::seq) return no("order is not seq");
+  if (spec.order.kind != MacOrderKind::seq && spec.order.kind != MacOrderKind::chunk) return no("order is not seq or chunkN");
   if (spec.prod) return no("prod= rounds the product");
   if (!spec.acc) return no("acc=exact");
   const Format& acc = *spec.acc;
-  if (acc.rounding().mode == RoundMode::sr) return plan_sr(spec, plan);
+  if (acc.rounding().mode == RoundMode::sr) {
+    if (spec.order.kind != MacOrderKind::seq) return no("a stochastic accumulator with order=chunkN");
+    return plan_sr(spec, plan);
+  }
   if (acc.rounding().mode != RoundMode::rne) return no("the accumulator does not round to nearest-even");
   plan.fixed = acc.kind() != FormatKind::floating;
   if (plan.fixed && acc.kind() == FormatKind::fixed && acc.fixed_spec().wrap) return no("the fixed-point accumulator wraps");
@@ -136,6 +153,7 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
         (!plan.fixed && plan.acc.kind != PlanKind::floating)) {
       continue;
     }
+    if (spec.order.kind == MacOrderKind::chunk && !outer_fits(*spec.outer_format(), rc, lane, plan)) continue;
     if (plan.fixed) {
       const FormatInfo info = describe(acc);
       plan.fixed_lo = info.min_finite;
@@ -147,6 +165,7 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
       plan.prod_clamp = std::ldexp(1.0, e);
     }
     plan.f32 = lane.carrier == Carrier::fp32;
+    plan.chunk = spec.order.kind == MacOrderKind::chunk ? spec.order.n : 0;
     plan.ok = true;
     plan.why = "";
     return plan;

@@ -1,6 +1,6 @@
 // The SIMD GEMM path (internal): which MAC specs it computes, and its kernels.
 //
-// It covers `order=seq prod=exact` with
+// It covers `order=seq prod=exact` (and `order=chunkN`, below) with
 //   - a float accumulator rounding to nearest-even: each step forms the product exactly and the
 //     sum acc + product correctly rounded in the lane type (fp32 or fp64), then rounds that into
 //     the accumulator. Rounding twice gives the same result as rounding the exact sum once
@@ -21,6 +21,11 @@
 //     section 5 says), exactly as the reference's sr does; lanes with a nonzero error, beyond
 //     the largest value, non-finite, or whose decision needs more random words go to the exact
 //     reference rounding (round_exact) for that step.
+// With `order=chunkN` the first two kinds run per chunk from zero, and each chunk sum (a value
+// of the accumulator) is added into a float outer accumulator rounding to nearest-even, under
+// the same conditions as a product added into a float accumulator: the lane holds the outer
+// sum with at least 2p + 2 bits and the chunk sum has at most p bits (innocuous double
+// rounding again).
 // Everything else goes through the exact reference (gemm.cpp decides).
 #pragma once
 
@@ -38,6 +43,8 @@ struct GemmFastPlan {
   bool fixed = false;    // fixed-point accumulator (else float)
   bool sr = false;       // float accumulator rounding stochastically (sr), in fp64 lanes: gemm_tile_sr
   QuantPlan acc;         // the accumulator's rounding plan in the lane type
+  std::size_t chunk = 0; // order=chunkN: N (chunks of N steps summed in acc, then added into outer)
+  QuantPlan outer;       // chunk: the outer accumulator's rounding plan in the lane type
   double fixed_lo = 0, fixed_hi = 0;  // fixed: the accumulator's range (saturation)
   double prod_clamp = 0;              // fixed: products beyond +-this are clamped first (they saturate anyway)
   const char* why = "";  // when !ok: the first condition that failed (for tests and docs)

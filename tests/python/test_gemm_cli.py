@@ -54,13 +54,36 @@ def test_files_and_saturating_fixed_point_accumulator(tmp_path):
     assert j["error"]["max_abs"] == pytest.approx(1500 - (128 - 2**-13))
 
 
+def test_block_formats_from_files(tmp_path):
+    # HBFP4 blocks of 4 (docs/mac.md section 7.2): A's row [0.3, -0.7, 0.85, 0.05] becomes
+    # [2, -6, 7, 0] * 2^-3, B's column of ones [4, 4, 4, 4] * 2^-2: 12 * 2^-5 = 0.375, which is
+    # also the fp64 GEMM of the quantized operands, so the error is 0.
+    a = tmp_path / "a.txt"
+    b = tmp_path / "b.txt"
+    a.write_text("0.3 -0.7 0.85 0.05\n")
+    b.write_text("1\n1\n1\n1\n")
+    r = run("--mac", "in=hbfp4/4", "-m", "1", "-n", "1", "-k", "4", "--a", str(a), "--b", str(b), "--json")
+    assert r.returncode == 0, r.stderr
+    j = json.loads(r.stdout)
+    assert j["mac"] == "in=hbfp4/4 bacc=auto outer=fp32"
+    assert j["vectorized"] is True
+    assert j["error"]["max_abs"] == 0.0
+    # A 4-bit block accumulator saturates at 7 after the first product: 7 * 2^-5 (error 0.15625).
+    r = run("--mac", "in=hbfp4/4 bacc=4", "-m", "1", "-n", "1", "-k", "4", "--a", str(a), "--b", str(b), "--json")
+    j = json.loads(r.stdout)
+    assert j["vectorized"] is False
+    assert j["error"]["max_abs"] == pytest.approx(0.375 - 7 / 32)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
         (("--mac", "in=e5m2 acc=foo"), "acc=foo"),
         (("--mac", "in=e5m2 order=chunk0"), "chunk0"),
         (("--mac", "in=e5m2 colour=red"), "colour"),
-        (("--mac", "in=hbfp4/64"), "block-format"),
+        (("--mac", "a=hbfp4/64 b=e5m2"), "both operands in block formats"),
+        (("--mac", "in=hbfp4/64 acc=fp16"), "acc=fp16"),
+        (("--mac", "in=mxfp4 bacc=200"), "bacc=200"),
         (("--mac", "in=e5m2", "-k", "0"), "positive"),
         (("--mac", "in=e5m2", "--op", "tt"), "--op"),
         (("--mac", "in=e5m2", "--a", "x.txt"), "both --a and --b"),
