@@ -81,7 +81,10 @@ TEST(BlockMacSpec, BadSpecsNameTheProblem) {
   EXPECT_NE(error("in=mxfp4 bacc=auto:wrap").find("no meaning"), std::string::npos);
   EXPECT_NE(error("in=mxfp4 bacc=12:saturate").find("wrap"), std::string::npos);
   EXPECT_NE(error("in=fp32 bacc=24").find("block-format inputs"), std::string::npos);
-  EXPECT_NE(error("qfp32 in=mxfp4").find("not implemented"), std::string::npos);
+  EXPECT_NE(error("qfp32 in=mxfp4 bacc=12").find("only in=, a=, b= and out="), std::string::npos);
+  EXPECT_NE(error("qfp32 in=mxfp4 outer=bf16").find("only in=, a=, b= and out="), std::string::npos);
+  EXPECT_NE(error("qfp32 in=hbfp32/16").find("in=hbfp32/16"), std::string::npos);
+  EXPECT_EQ(MacSpec::parse("qfp32 in=mxfp4 out=bf16").to_string(), "qfp32 in=mxfp4 out=bf16");
   EXPECT_NE(error("in=hbfp8/0").find("in=hbfp8/0"), std::string::npos);
   EXPECT_NE(error("in=mxfp4 outer=mxfp4").find("only be a multiplier input"), std::string::npos);
 }
@@ -372,6 +375,41 @@ TEST(BlockGemm, DotRefIsTheOneRowGemm) {
         EXPECT_EQ(bits_of(C[i * n + j]), bits_of(dot_ref(spec, k, A.data() + i * k, 1, B.data() + j, static_cast<std::ptrdiff_t>(n), 0.0,
                                                        {}, i * n + j).value))
             << mac;
+  }
+}
+
+// ---- the qfp32 fast mode with block formats -------------------------------------------------
+
+TEST(BlockQfp32, QuantizesAlongTheReductionThenSumsInFp32) {
+  // The hand example: exact in FP32 whatever the order of the sums.
+  const std::vector<double> a = {0.3, -0.7, 0.85, 0.05}, b = {1, 1, 1, 1};
+  double c = 0;
+  gemm(MacSpec::parse("qfp32 in=hbfp4/4"), GemmOp::nn, 1, 1, 4, a.data(), 4, b.data(), 1, &c, 1);
+  EXPECT_EQ(c, 0.375);
+  // Random operands in every transpose: within the FP32 summation bound of the exact block
+  // dot product (its blocks summed in fp64 here), |error| <= gamma_k sum |a_q b_q|.
+  std::mt19937_64 g(4);
+  const std::size_t m = 9, n = 13, k = 300;
+  const auto A = operand(m, k, g, false), B = operand(k, n, g, false);
+  std::vector<double> Aq(A.begin(), A.begin() + static_cast<std::ptrdiff_t>(m * k)), Bt(n * k);
+  for (std::size_t p = 0; p < k; ++p)
+    for (std::size_t j = 0; j < n; ++j) Bt[j * k + p] = B[p * n + j];
+  for (const char* in : {"mxfp8_e4m3", "hbfp6/16", "mxfp4"}) {
+    const BlockFormat f = BlockFormat::parse(in);
+    std::vector<double> qa = Aq, qb = Bt;
+    quantize_blocks_ref(f, qa.data(), qa.data(), BlockLayout{{m, k}, -1});
+    quantize_blocks_ref(f, qb.data(), qb.data(), BlockLayout{{n, k}, -1});
+    std::vector<double> fast(m * n), exact(m * n);
+    gemm(MacSpec::parse(std::string("qfp32 in=") + in), GemmOp::nn, m, n, k, A.data(), k, B.data(), n, fast.data(), n);
+    gemm(MacSpec::parse(std::string("in=") + in + " outer=fp64"), GemmOp::nn, m, n, k, A.data(), k, B.data(), n, exact.data(), n);
+    const double gamma = k * 0x1p-24 / (1 - k * 0x1p-24);
+    for (std::size_t i = 0; i < m; ++i) {
+      for (std::size_t j = 0; j < n; ++j) {
+        double mag = 0;
+        for (std::size_t p = 0; p < k; ++p) mag += std::fabs(qa[i * k + p] * qb[j * k + p]);
+        EXPECT_LE(std::fabs(fast[i * n + j] - exact[i * n + j]), gamma * mag) << in << " " << i << "," << j;
+      }
+    }
   }
 }
 

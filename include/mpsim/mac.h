@@ -82,11 +82,14 @@ struct MacSpec {
   // rounded into a= and b=, then multiplied and accumulated in FP32 by OpenBLAS sgemm in its own
   // order, and the results rounded into out= if given. Only in=/a=/b=/out= go with it; it has no
   // bit-accurate reference (gemm_ref and dot_ref refuse it), and like plain FP32 its results
-  // depend on OpenBLAS's kernels and thread count. Written "qfp32 in=e5m2 [out=bf16]".
+  // depend on OpenBLAS's kernels and thread count. Written "qfp32 in=e5m2 [out=bf16]". With
+  // block formats ("qfp32 in=mxfp8_e4m3") the operands are quantized block by block along the
+  // reduction first (the usual MX emulation: quantize, then an FP32 GEMM).
   bool qfp32 = false;
   // Block-format inputs (BlockMac). Then a= and b= hold the element formats (at block scale 1,
   // for information only), prod=, fused, acc= and order= do not apply, and `outer=` (default
-  // fp32) is where block sums are combined. Written "in=F [bacc=W[:wrap]] outer=G [out=H]".
+  // fp32) is where block sums are combined. Written "in=F bacc=W[:wrap]|auto outer=G [out=H]",
+  // or with qfp32 "qfp32 in=F [out=H]".
   std::optional<BlockMac> block;
 
   // Parses the grammar of docs/mac.md; the result is validated. Throws MacSpecError.

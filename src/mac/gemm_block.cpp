@@ -4,7 +4,8 @@
 // an m x k matrix, op(B)^T as n x k, blocks along k) and turned into their integers (element
 // value / block unit, exact). Each output is then its block dot product:
 //  - the integer block sums in integer lanes (int16 elements into int32 sums where the
-//    largest block sum fits, int32 into int64 otherwise), exact, so any order of the
+//    largest block sum fits, int32 into int64 otherwise, int64 into 128-bit sums for
+//    mxfp8_e5m2), exact, so any order of the
 //    additions gives the reference's sum; a block accumulator narrower than bits_needed() that
 //    wraps is the exact sum reduced modulo 2^bits (addition modulo 2^bits is associative);
 //  - each block sum, scaled by the two units (powers of two for hbfp and mx: exact in fp64),
@@ -14,8 +15,8 @@
 // Whatever falls outside those conditions — an outer format fp32 cannot hold or one that rounds
 // stochastically, a saturating accumulator narrower than bits_needed(), NVFP4 (whose units are
 // not powers of two), a block sum beyond 2^53 or a scale product beyond fp64's normal range —
-// runs the reference block dot (block_dot_quantized) for that output. Threads take rows of
-// outputs, never a reduction.
+// runs the reference block dot (block_dot_quantized) for that output. Threads take tasks of
+// four rows by a run of columns of outputs, never a reduction.
 #include "src/mac/gemm_block.h"
 
 #include <omp.h>

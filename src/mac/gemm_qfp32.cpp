@@ -3,6 +3,7 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <stdexcept>
@@ -21,10 +22,20 @@ struct Stored {
   std::size_t rows, cols;
 };
 
-// out (rows x cols, dense) = the stored operand rounded into f. Deterministic rounding modes
-// only (MacSpec::validate refuses stochastic inputs), so the element indices do not matter.
+// out (rows x cols, dense) = the stored operand rounded into f, or with a block format block by
+// block along the reduction, which is axis k_axis of the stored matrix (0: its rows, 1: its
+// columns). Deterministic rounding modes only (MacSpec::validate refuses stochastic inputs), so
+// the element indices do not matter.
 template <typename T>
-void quantize_operand(const T* in, std::size_t ld, Stored s, const Format& f, T* out, int threads) {
+void quantize_operand(const T* in, std::size_t ld, Stored s, const Format& f, const BlockFormat* block, int k_axis, T* out,
+                      int threads) {
+  if (block) {
+    for (std::size_t r = 0; r < s.rows; ++r) std::copy(in + r * ld, in + r * ld + s.cols, out + r * s.cols);
+    BlockQuantizeOptions bo;
+    bo.threads = threads;
+    quantize_blocks(*block, out, out, BlockLayout{{s.rows, s.cols}, k_axis}, bo);
+    return;
+  }
   QuantizeOptions qo;
   qo.threads = threads;
   if (ld == s.cols) {
@@ -44,6 +55,11 @@ int as_int(std::size_t v, const char* what) {
 
 Stored stored_a(GemmOp op, std::size_t m, std::size_t k) { return op == GemmOp::tn ? Stored{k, m} : Stored{m, k}; }
 Stored stored_b(GemmOp op, std::size_t n, std::size_t k) { return op == GemmOp::nt ? Stored{n, k} : Stored{k, n}; }
+// The stored axis that runs along the reduction.
+int k_axis_a(GemmOp op) { return op == GemmOp::tn ? 0 : 1; }
+int k_axis_b(GemmOp op) { return op == GemmOp::nt ? 1 : 0; }
+const BlockFormat* block_a(const MacSpec& s) { return s.block ? &s.block->a : nullptr; }
+const BlockFormat* block_b(const MacSpec& s) { return s.block ? &s.block->b : nullptr; }
 
 // C = bias + op(qa) op(qb) by sgemm on operands already rounded into a= and b= (dense, stored
 // as op reads them), then out=. The bias is rounded to fp32 once (an fp32 accumulator's
@@ -104,8 +120,8 @@ void gemm_qfp32(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, st
   thread_local std::vector<float> qa, qb;
   if (qa.size() < sa.rows * sa.cols) qa.resize(sa.rows * sa.cols);
   if (qb.size() < sb.rows * sb.cols) qb.resize(sb.rows * sb.cols);
-  quantize_operand(A, lda, sa, spec.a, qa.data(), team);
-  quantize_operand(B, ldb, sb, spec.b, qb.data(), team);
+  quantize_operand(A, lda, sa, spec.a, block_a(spec), k_axis_a(op), qa.data(), team);
+  quantize_operand(B, ldb, sb, spec.b, block_b(spec), k_axis_b(op), qb.data(), team);
   multiply_rounded(spec, op, m, n, k, qa.data(), qb.data(), C, ldc, o, team);
 }
 
@@ -115,9 +131,10 @@ void gemm_qfp32(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, st
   const int team = o.threads > 0 ? o.threads : omp_get_max_threads();
   const Stored sa = stored_a(op, m, k), sb = stored_b(op, n, k);
   std::vector<double> qa(sa.rows * sa.cols), qb(sb.rows * sb.cols);
-  quantize_operand(A, lda, sa, spec.a, qa.data(), team);
-  quantize_operand(B, ldb, sb, spec.b, qb.data(), team);
-  // Values of a= and b= fit fp32 (MacSpec::validate), so these conversions are exact.
+  quantize_operand(A, lda, sa, spec.a, block_a(spec), k_axis_a(op), qa.data(), team);
+  quantize_operand(B, ldb, sb, spec.b, block_b(spec), k_axis_b(op), qb.data(), team);
+  // Values of a= and b= fit fp32 (MacSpec::validate), so these conversions are exact (NVFP4's
+  // elements times their 28-bit scales excepted: those are rounded to fp32 here).
   const std::vector<float> fa(qa.begin(), qa.end()), fb(qb.begin(), qb.end());
   std::vector<float> c(m * n);
   multiply_rounded(spec, op, m, n, k, fa.data(), fb.data(), c.data(), n, o, team);

@@ -251,7 +251,11 @@ MacSpec MacSpec::parse(std::string_view text) {
       fail(scalar_input_item.empty() ? block_item : scalar_input_item,
            "block-format inputs need both operands in block formats (the block dot product multiplies block by block)");
     }
-    if (s.qfp32) fail("qfp32", "the fast mode qfp32 with block-format inputs is not implemented; drop qfp32 for the block dot product");
+    if (s.qfp32 && (!mac_only_item.empty() || seen_bacc || s.fused)) {
+      fail(s.fused ? std::string("fused") : (seen_bacc ? bacc_item : mac_only_item),
+           "qfp32 rounds the operands block by block and accumulates in FP32 through OpenBLAS; only in=, a=, b= and "
+           "out= go with it (drop qfp32 for the block dot product)");
+    }
     if (!scalar_mac_item.empty()) {
       fail(scalar_mac_item, "with block-format inputs the products are exact integers summed in the integer block "
                           "accumulator (bacc=) and block sums are combined in outer=; prod=, acc= and order= do not apply");
@@ -323,7 +327,14 @@ void MacSpec::validate_block() const {
   for (const BlockFormat* f : {&block->a, &block->b}) {
     if (const char* why = why_invalid_block(*f)) fail(inputs, why);
   }
-  if (qfp32) fail("qfp32", "the fast mode qfp32 with block-format inputs is not implemented; drop qfp32 for the block dot product");
+  if (qfp32 && (block->acc_bits != 0 || outer)) {
+    fail("qfp32", "the fast mode accumulates in FP32 through OpenBLAS: no bacc= or outer=");
+  }
+  if (qfp32) {
+    for (const BlockFormat* f : {&block->a, &block->b}) {
+      if (!f->fits(Carrier::fp32)) fail(inputs, "qfp32 hands fp32 arrays to OpenBLAS, and this format has values fp32 cannot hold");
+    }
+  }
   if (prod || fused || acc != Format::parse("fp32") || order != MacOrder{}) {
     fail(inputs, "with block-format inputs the products are exact integers summed in the integer block accumulator "
                  "(bacc=) and block sums are combined in outer=; prod=, fused, acc= and order= do not apply");
@@ -353,6 +364,7 @@ std::string MacSpec::to_string() const {
   if (block) {
     std::string s = block->a == block->b ? "in=" + block->a.to_string()
                                          : "a=" + block->a.to_string() + " b=" + block->b.to_string();
+    if (qfp32) return "qfp32 " + s + (out ? " out=" + out->to_string() : std::string());
     s += " bacc=" + block_acc_text(*block) + " outer=" + outer_format()->to_string();
     if (out) s += " out=" + out->to_string();
     return s;
