@@ -562,5 +562,31 @@ TEST(Determinism, BatchNormAndPoolsAreBitwiseIdenticalFor1And2Threads) {
   for (std::size_t k = 0; k < results[0].size(); ++k) EXPECT_TRUE(same_bits(results[0][k], results[1][k])) << k;
 }
 
+// Tensor::uninitialized reuses the storage of the most recently dropped large tensor of its size
+// (destroyed or moved over); a small one, or one with no storage to reuse, starts at zero, and a
+// copy never shares storage.
+TEST(TensorStorage, UninitializedReusesDroppedLargeTensors) {
+  const Shape large{3, 1 << 16};
+  const float* first = nullptr;
+  {
+    Tensor t(large, 2.0f);
+    first = t.data();
+  }
+  Tensor a = Tensor::uninitialized(large);
+  EXPECT_EQ(a.data(), first);
+  EXPECT_EQ(a.shape(), large);
+  EXPECT_EQ(a[0], 2.0f);  // the old values: unspecified in general
+
+  const float* second = a.data();
+  a = Tensor({2, 2});  // a move assignment hands a's large storage back
+  Tensor b = Tensor::uninitialized(large);
+  EXPECT_EQ(b.data(), second);
+  const Tensor copy = b;
+  EXPECT_NE(copy.data(), b.data());
+
+  EXPECT_EQ(Tensor::uninitialized({5, 7}).values(), std::vector<float>(35, 0.0f));  // small: never reused
+  EXPECT_EQ(Tensor::uninitialized({7, 1 << 16}).values(), std::vector<float>(7 << 16, 0.0f));  // a fresh size
+}
+
 }  // namespace
 }  // namespace mpsim

@@ -154,7 +154,8 @@ class Conv2d : public Layer {
  private:
   std::size_t in_, out_, kernel_, stride_, padding_;
   GemmPrecision precision_;
-  Tensor x_;  // saved input
+  Tensor x_;        // saved input, as it is or (stride-1 shifted route) its padded planes: src/nn/conv2d.cpp
+  Shape x_shape_;   // the input's shape (empty: no training-mode forward)
 };
 
 // Batch normalization over (N, H, W) per channel of [N, C, H, W]. Training: batch statistics
@@ -312,8 +313,9 @@ class Sequential : public Layer {
   std::vector<std::unique_ptr<Layer>> children_;
 };
 
-// The residual add y = a + b and its backward (both inputs receive dy), used by residual blocks.
-Tensor residual_add(const Tensor& a, const Tensor& b);
+// The residual add y = a + b and its backward (both inputs receive dy), used by residual blocks;
+// `threads` as StepContext::threads (0: OpenMP's default).
+Tensor residual_add(const Tensor& a, const Tensor& b, int threads = 0);
 
 // Mean softmax cross-entropy over a batch of logits [N, classes] with integer labels, with
 // optional label smoothing eps (target 1 - eps + eps/classes on the label, eps/classes

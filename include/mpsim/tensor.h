@@ -23,6 +23,18 @@ class Tensor {
   explicit Tensor(Shape shape, float fill = 0.0f);
   // Throws std::invalid_argument when values.size() != shape_size(shape).
   Tensor(Shape shape, std::vector<float> values);
+  // A tensor whose values are unspecified, for a result that its maker overwrites in full. A
+  // large one takes the storage of a recently destroyed tensor of the same size when there is
+  // one (src/nn/tensor.cpp), so that it is neither zero-filled nor page-faulted again: layers
+  // make and drop tensors of the same few sizes at every training step.
+  static Tensor uninitialized(Shape shape);
+
+  // Large tensors hand their storage to uninitialized() when destroyed or assigned to.
+  ~Tensor();
+  Tensor(const Tensor&) = default;
+  Tensor(Tensor&&) noexcept = default;
+  Tensor& operator=(const Tensor&) = default;
+  Tensor& operator=(Tensor&& other) noexcept;
 
   const Shape& shape() const { return shape_; }
   std::size_t rank() const { return shape_.size(); }

@@ -69,7 +69,7 @@ void relu_backward_chunk(const std::uint8_t* keep, const float* d, float* out, s
 }  // namespace
 
 Tensor ReLU::forward(const Tensor& x, const StepContext& ctx) {
-  Tensor y(x.shape());
+  Tensor y = Tensor::uninitialized(x.shape());
   const std::size_t n = x.size();
   saved_ = ctx.training;
   std::uint8_t* keep = nullptr;
@@ -95,7 +95,7 @@ Tensor ReLU::forward(const Tensor& x, const StepContext& ctx) {
 Tensor ReLU::backward(const Tensor& dy, const StepContext& ctx) {
   if (!saved_) throw std::logic_error(describe(*this) + ": backward needs a forward in training mode first");
   check_gradient_shape(*this, dy.shape(), shape_);
-  Tensor dx(dy.shape());
+  Tensor dx = Tensor::uninitialized(dy.shape());
   const std::uint8_t* keep = keep_.data();
   const float* d = dy.data();
   float* out = dx.data();

@@ -173,7 +173,7 @@ void channel_input_gradient(const ChannelView& v, const float* d, const float* x
 Tensor BatchNorm2d::forward(const Tensor& x, const StepContext& ctx) {
   const Shape shape = output_shape(x.shape());
   const std::size_t N = shape[0], C = channels_, HW = shape[2] * shape[3], m = N * HW;
-  Tensor y(shape);
+  Tensor y = Tensor::uninitialized(shape);  // every channel is normalized below
   const float* xs = x.data();
   float* ys = y.data();
   const float* g = weight.value.data();
@@ -239,7 +239,7 @@ Tensor BatchNorm2d::backward(const Tensor& dy, const StepContext& ctx) {
   const Shape& shape = xhat_.shape();
   const std::size_t N = shape[0], C = channels_, HW = shape[2] * shape[3];
   const double count = static_cast<double>(N * HW);
-  Tensor dx(shape);
+  Tensor dx = Tensor::uninitialized(shape);  // every channel's gradient is written below
   if (weight.grad.shape() != Shape{C}) weight.grad = Tensor({C});
   if (bias.grad.shape() != Shape{C}) bias.grad = Tensor({C});
   const float* d = dy.data();

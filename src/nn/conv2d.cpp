@@ -228,25 +228,27 @@ float* kernel_by_offset(const detail::ConvGeometry& g, const float* w) {
 // y_pad [k, ho*wp] = sum over (ri, si) of W(ri, si) [k, c] * shifted planes, r*r GEMMs of length
 // c accumulated in FP32, small enough for OpenBLAS's unpacked kernels, with no im2col at all;
 // the wp - wo outputs at the end of each padded row read across the row's end and are dropped.
+// With `save` given, the padded planes of sample n are built at save + n*c*size and kept there
+// (for the weight gradient), their zero borders written only when `borders` says so; otherwise
+// they are built in a buffer of the thread.
 void forward_shifted(const detail::ConvGeometry& g, const float* x, const float* w, const float* bias, float* y,
-                     float* save, int threads) {
+                     float* save, bool borders, int threads) {
   const detail::PaddedPlanes pp(g);
-  const std::size_t L = g.out_pixels(), n2 = g.ho * pp.wp, sample = g.c * g.in_pixels();
+  const std::size_t L = g.out_pixels(), n2 = g.ho * pp.wp, planes = g.c * pp.size;
   const float* k9 = kernel_by_offset(g, w);
   const int team = task_team(g.n, threads);
   const detail::SerialBlas serial(team);
-  const ThreadBuffers bufs(g.c * pp.size, g.k * n2, team);  // padded planes, padded output rows
+  const ThreadBuffers bufs(save ? 0 : planes, g.k * n2, team);  // padded planes, padded output rows
   const auto count = static_cast<std::int64_t>(g.n);
 #pragma omp parallel num_threads(team)
   {
-    float* xp = bufs.primary();
     float* yp = bufs.secondary();
     bool fresh = true;  // the thread's padded planes still need their zero borders
 #pragma omp for schedule(dynamic, 1)
     for (std::int64_t ni = 0; ni < count; ++ni) {
       const auto n = static_cast<std::size_t>(ni);
-      if (save) std::memcpy(save + n * sample, x + n * sample, sample * sizeof(float));
-      detail::pad_sample(g, x, n, xp, fresh);
+      float* xp = save ? save + n * planes : bufs.primary();
+      detail::pad_sample(g, x, n, xp, save ? borders : fresh);
       fresh = false;
       for (std::size_t ri = 0, q = 0; ri < g.r; ++ri) {
         for (std::size_t si = 0; si < g.r; ++si, ++q) {
@@ -259,12 +261,13 @@ void forward_shifted(const detail::ConvGeometry& g, const float* x, const float*
   }
 }
 
-// y = conv(x) (+ bias); when `save` is given, x is also copied there (the input that backward
-// keeps), block by block in the same loop.
+// y = conv(x) (+ bias); when `save` is given, the input that backward keeps is also written
+// there in the same loop: on the shifted route its padded planes (see forward_shifted for
+// `borders`), otherwise a copy of x.
 void forward_fp32(const detail::ConvGeometry& g, const float* x, const float* w, const float* bias, float* y,
-                  float* save, int threads) {
+                  float* save, bool borders, int threads) {
   if (shifted_route(g)) {
-    forward_shifted(g, x, w, bias, y, save, threads);
+    forward_shifted(g, x, w, bias, y, save, borders, threads);
     return;
   }
   const std::size_t L = g.out_pixels(), crr = g.crr(), sample = g.c * g.in_pixels();
@@ -309,8 +312,8 @@ void forward_fp32(const detail::ConvGeometry& g, const float* x, const float* w,
 // input channels on (below, the col2im route's GEMM with c*r*r rows is the faster one).
 constexpr std::size_t kMinTransposedChannels = 16;
 
-// dx (zero on entry) = the data gradient of dy: the transposed convolution where it pays,
-// otherwise col2im(W^T dy) block by block.
+// dx (its values unspecified on entry) = the data gradient of dy: the transposed convolution
+// where it pays, otherwise col2im(W^T dy) block by block.
 void data_gradient_fp32(const detail::ConvGeometry& g, const float* dy, const float* w, float* dx, int threads) {
   if (g.stride == 1 && g.pad < g.r && g.in_pixels() <= g.out_pixels() && g.c >= kMinTransposedChannels) {
     // With stride 1 dx is itself a forward convolution: of dy, zero-padded by r - 1 - pad, with
@@ -330,10 +333,10 @@ void data_gradient_fp32(const detail::ConvGeometry& g, const float* dy, const fl
         for (std::size_t ri = 0; ri < r; ++ri)
           for (std::size_t si = 0; si < r; ++si)
             wt[c * krr + (k * r + ri) * r + si] = w[((k * g.c + c) * r + (r - 1 - ri)) * r + (r - 1 - si)];
-    forward_fp32(t, dy, wt, nullptr, dx, nullptr, threads);
+    forward_fp32(t, dy, wt, nullptr, dx, nullptr, false, threads);
     return;
   }
-  const std::size_t L = g.out_pixels(), crr = g.crr();
+  const std::size_t L = g.out_pixels(), crr = g.crr(), sample = g.c * g.in_pixels();
   const SampleBlocks blocks(g);
   const std::size_t B = blocks.size;
   const int team = task_team(blocks.count, threads);
@@ -349,6 +352,9 @@ void data_gradient_fp32(const detail::ConvGeometry& g, const float* dy, const fl
     // dcols [crr, nb*L] = W^T [crr, k] * dy_b [k, nb*L] (tn: W [k, crr] as stored).
     detail::fp32_gemm_serial(GemmOp::tn, crr, width, g.k, w, crr, dy_block(g, dy, n0, nb, buf), width, 0.0f, dcols,
                              width);
+    // col2im adds into +0 (the block's samples of dx are zeroed here, while they are in cache).
+    float* dxb = dx + n0 * sample;
+    std::fill(dxb, dxb + nb * sample, 0.0f);
     detail::col2im_add_samples(g, dcols, width, n0, nb, dx);
   }
 }
@@ -377,7 +383,8 @@ constexpr std::size_t kPartialBudget = std::size_t{8} << 20;
 // or NaN activation is NaN, so such an activation spreads NaN over its channel's whole kernel
 // gradient, where the exact gradient is infinite or NaN in most of it anyway; a finite
 // activation adds an exact zero.) Samples fall into fixed groups as in weight_gradient_fp32.
-void weight_gradient_shifted(const detail::ConvGeometry& g, const float* x, const float* dy, float* dw, float* db,
+// xpad holds the padded planes of every sample, as forward_shifted keeps them.
+void weight_gradient_shifted(const detail::ConvGeometry& g, const float* xpad, const float* dy, float* dw, float* db,
                              int threads) {
   const detail::PaddedPlanes pp(g);
   const std::size_t L = g.out_pixels(), n2 = g.ho * pp.wp, rr = g.r * g.r, kc = g.k * g.c;
@@ -385,15 +392,14 @@ void weight_gradient_shifted(const detail::ConvGeometry& g, const float* x, cons
   const std::size_t groups = std::clamp<std::size_t>(kPartialBudget / psize, 1, std::max<std::size_t>(g.n, 1));
   const int team = task_team(groups, threads);
   const detail::SerialBlas serial(team);
-  const ThreadBuffers bufs(g.c * pp.size, g.k * n2, team);  // padded planes, dy in padded rows
+  const ThreadBuffers bufs(0, g.k * n2, team);  // dy in padded rows
   float* partials = detail::scratch(detail::Scratch::partials, groups * psize);
   const auto group_count = static_cast<std::int64_t>(groups), rows = static_cast<std::int64_t>(g.k);
 #pragma omp parallel num_threads(team)
   {
-    float* xp = bufs.primary();
     float* dyp = bufs.secondary();
-    // The padded planes' borders and dy_pad's columns past the outputs are zeroed once per call
-    // and thread; later samples overwrite only the rest.
+    // dy_pad's columns past the outputs are zeroed once per call and thread; later samples
+    // overwrite only the rest.
     bool fresh = true;
 #pragma omp for schedule(dynamic, 1)
     for (std::int64_t gi = 0; gi < group_count; ++gi) {
@@ -405,7 +411,7 @@ void weight_gradient_shifted(const detail::ConvGeometry& g, const float* x, cons
       for (std::size_t n = n0; n < n1; ++n) {
         const bool first = n == n0;
         const float* dyn = dy + n * g.k * L;
-        detail::pad_sample(g, x, n, xp, fresh);
+        const float* xp = xpad + n * g.c * pp.size;
         if (fresh) std::fill(dyp, dyp + g.k * n2, 0.0f);
         fresh = false;
         copy_rows(dyn, g.wo, dyp, pp.wp, g.k * g.ho, g.ho, nullptr);
@@ -430,7 +436,8 @@ void weight_gradient_shifted(const detail::ConvGeometry& g, const float* x, cons
   if (db) std::memcpy(db, partials + wsize, g.k * sizeof(float));
 }
 
-// dw = dy * im2col(x)^T and db[k] = sum of dy's channel k (db may be null). The sample blocks
+// dw = dy * im2col(x)^T and db[k] = sum of dy's channel k (db may be null), x as the forward
+// kept it (padded planes on the shifted route, see forward_fp32). The sample blocks
 // fall into fixed groups (one block each unless the budget says otherwise); each group's sums
 // are accumulated block after block into its own partial dW^T [crr, k] (the faster GEMM layout:
 // the long crr dimension as m) and db [k], and the groups' partials are then added in group
@@ -485,20 +492,31 @@ void weight_gradient_fp32(const detail::ConvGeometry& g, const float* x, const f
 }  // namespace
 
 Tensor Conv2d::forward(const Tensor& x, const StepContext& ctx) {
-  Tensor y(output_shape(x.shape()));
+  Tensor y = Tensor::uninitialized(output_shape(x.shape()));  // every route writes all of y
   const detail::ConvGeometry g = geometry(x.shape(), y.shape(), kernel_, stride_, padding_);
   detail::check_parameter(weight, {out_, in_, kernel_, kernel_}, name());
   if (bias) detail::check_parameter(*bias, {out_}, name());
   const float* b = bias ? bias->value.data() : nullptr;
+  // The input, not its im2col (r*r times larger), is what backward keeps; GRAD rebuilds cols. On
+  // the shifted route it keeps the padded planes that the plain-FP32 forward builds anyway and
+  // its weight gradient reads (whatever the precision, so the layout depends on the shape
+  // alone), else x itself; into last step's buffer when that has the shape. A new buffer starts
+  // at zero, and a reused one of the same input shape keeps its zero borders.
+  const bool padded = shifted_route(g);
+  float* save = nullptr;
+  bool borders = false;
+  if (ctx.training) {
+    const Shape saved = padded ? Shape{g.n, g.c, detail::PaddedPlanes(g).size} : x.shape();
+    borders = x_.shape() == saved && x_shape_ != x.shape();
+    if (x_.shape() != saved) x_ = Tensor(saved);
+    x_shape_ = x.shape();
+    save = x_.data();
+  } else {
+    x_ = Tensor();
+    x_shape_.clear();
+  }
   if (!precision_.fwd) {
-    // The input that backward needs is copied inside the same parallel loop (into last step's
-    // buffer when the shape is unchanged).
-    float* save = nullptr;
-    if (ctx.training) {
-      if (x_.shape() != x.shape()) x_ = Tensor(x.shape());
-      save = x_.data();
-    }
-    forward_fp32(g, x.data(), weight.value.data(), b, y.data(), save, ctx.threads);
+    forward_fp32(g, x.data(), weight.value.data(), b, y.data(), save, borders, ctx.threads);  // saves in its loop
   } else {
     const std::size_t crr = g.crr(), L = g.out_pixels(), nl = g.n * L;
     float* cols = detail::scratch(detail::Scratch::columns, crr * nl);
@@ -519,21 +537,20 @@ Tensor Conv2d::forward(const Tensor& x, const StepContext& ctx) {
                          detail::BiasAxis::col, rnd, ctx.threads);
       detail::pixel_major_to_nchw(g.n, g.k, L, out, y.data(), ctx.threads);
     }
-  }
-  // The input, not its im2col (r*r times larger), is what backward keeps; GRAD rebuilds cols.
-  if (!ctx.training) {
-    x_ = Tensor();
-  } else if (precision_.fwd) {
-    detail::copy_tensor(x_, x, ctx.threads);  // into last step's buffer
+    if (save && padded) {
+      detail::pad_samples(g, x.data(), save, ctx.threads);
+    } else if (save) {
+      detail::copy_tensor(x_, x, ctx.threads);
+    }
   }
   return y;
 }
 
 Tensor Conv2d::backward(const Tensor& dy, const StepContext& ctx) {
-  if (x_.rank() != 4) {
+  if (x_shape_.empty()) {
     throw std::logic_error("Conv2d " + name() + ": backward without a training-mode forward");
   }
-  const Shape ys = output_shape(x_.shape());
+  const Shape ys = output_shape(x_shape_);
   if (dy.shape() != ys) {
     throw std::invalid_argument("Conv2d " + name() + ": output gradient of shape " + to_string(dy.shape()) +
                                 ", expected " + to_string(ys));
@@ -543,14 +560,14 @@ Tensor Conv2d::backward(const Tensor& dy, const StepContext& ctx) {
     detail::check_parameter(*bias, {out_}, name());
     detail::check_ones_operand(precision_.grad, name());  // before any work
   }
-  const detail::ConvGeometry g = geometry(x_.shape(), ys, kernel_, stride_, padding_);
+  const detail::ConvGeometry g = geometry(x_shape_, ys, kernel_, stride_, padding_);
   const std::size_t rr = g.r * g.r, krr = g.krr(), crr = g.crr(), P = g.in_pixels(), L = g.out_pixels();
   const std::size_t nhw = g.n * P, nl = g.n * L;
   const float* w = weight.value.data();
 
   Tensor dx;  // stays empty when the model wants no dL/dx of this layer
   if (input_gradient_) {
-    dx = Tensor(x_.shape());  // zero-filled
+    dx = Tensor::uninitialized(x_shape_);  // every route writes all of dx
     if (!precision_.bwd) {
       data_gradient_fp32(g, dy.data(), w, dx.data(), ctx.threads);
     } else {
@@ -588,8 +605,14 @@ Tensor Conv2d::backward(const Tensor& dy, const StepContext& ctx) {
   // (n, ho, wo) in that order; dy' is dy with its channel dimension first.
   float* dyr = detail::scratch(detail::Scratch::out, g.k * nl);
   detail::nchw_to_channel_major(g.n, g.k, L, dy.data(), dyr, ctx.threads);
+  const float* xs = x_.data();
+  if (shifted_route(g)) {  // the forward kept padded planes
+    float* plain = detail::scratch(detail::Scratch::input, g.n * g.c * P);
+    detail::unpad_samples(g, xs, plain, ctx.threads);
+    xs = plain;
+  }
   float* cols = detail::scratch(detail::Scratch::columns, crr * nl);
-  detail::im2col(g, x_.data(), cols, ctx.threads);
+  detail::im2col(g, xs, cols, ctx.threads);
   detail::layer_gemm(precision_.grad, GemmOp::nt, g.k, crr, nl, dyr, nl, cols, nl, weight.grad.data(), crr, nullptr,
                      detail::BiasAxis::none, gemm_random(ctx, id, GemmRole::grad), ctx.threads);
   if (bias) {

@@ -252,6 +252,28 @@ void pad_sample(const ConvGeometry& g, const float* x, std::size_t ni, float* pl
   }
 }
 
+void pad_samples(const ConvGeometry& g, const float* x, float* planes, int threads) {
+  const PaddedPlanes pp(g);
+  const auto samples = static_cast<std::int64_t>(g.n);
+#pragma omp parallel for schedule(static) num_threads(loop_threads(threads))
+  for (std::int64_t ni = 0; ni < samples; ++ni) {
+    const auto n = static_cast<std::size_t>(ni);
+    pad_sample(g, x, n, planes + n * g.c * pp.size, true);
+  }
+}
+
+void unpad_samples(const ConvGeometry& g, const float* planes, float* x, int threads) {
+  const PaddedPlanes pp(g);
+  const auto tasks = static_cast<std::int64_t>(g.n * g.c);  // one channel plane each
+#pragma omp parallel for schedule(static) num_threads(loop_threads(threads))
+  for (std::int64_t t = 0; t < tasks; ++t) {
+    const auto plane = static_cast<std::size_t>(t);
+    const float* src = planes + plane * pp.size + g.pad * pp.wp + g.pad;
+    float* dst = x + plane * g.in_pixels();
+    for (std::size_t h = 0; h < g.h; ++h) std::memcpy(dst + h * g.w, src + h * pp.wp, g.w * sizeof(float));
+  }
+}
+
 void gather_taps(const ConvGeometry& g, const float* dy, float* taps, int threads) {
   const KernelRanges kr(g);
   const std::size_t P = g.in_pixels(), width = g.n * P, rr = g.r * g.r;

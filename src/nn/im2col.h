@@ -70,6 +70,10 @@ struct PaddedPlanes {
 // The c padded planes (c x size floats) of sample ni of x. With `borders` false only the
 // interior is written: the zeros are those of an earlier call on the same buffer.
 void pad_sample(const ConvGeometry& g, const float* x, std::size_t ni, float* planes, bool borders);
+// The padded planes of every sample, sample after sample (n x c x size floats), borders included.
+void pad_samples(const ConvGeometry& g, const float* x, float* planes, int threads);
+// x (NCHW) back from the padded planes of every sample.
+void unpad_samples(const ConvGeometry& g, const float* planes, float* x, int threads);
 
 // The gather of the data gradient: taps is (k*r*r) x (n*h*w), row (ki*r + ri)*r + si, column
 // (ni*h + hi)*w + wi, holding dy[ni, ki, oi, oj] where hi = oi*stride - pad + ri and
@@ -96,6 +100,7 @@ enum class Scratch : unsigned {
   out,       // a whole-batch GEMM result or rearranged gradient
   weights,   // a rearranged weight matrix
   kernel,    // the kernel by offset of the plain-FP32 shifted convolution
+  input,     // a layer's saved input in its plain layout
   blocks,    // per-thread working buffers of the plain-FP32 convolution
   partials,  // per-block partial weight and bias gradients (plain FP32)
 };

@@ -3,7 +3,7 @@
 #include <stdexcept>
 
 #include "mpsim/layers.h"
-#include "src/nn/im2col.h"  // MPSIM_VECTOR_CLONES
+#include "src/nn/im2col.h"  // MPSIM_VECTOR_CLONES, loop_threads
 
 namespace mpsim {
 
@@ -113,20 +113,19 @@ void Sequential::collect_gemms(const Shape& in, std::vector<GemmCount>& out) con
   }
 }
 
-Tensor residual_add(const Tensor& a, const Tensor& b) {
+Tensor residual_add(const Tensor& a, const Tensor& b, int threads) {
   if (a.shape() != b.shape()) {
     throw std::invalid_argument("residual add of shapes " + to_string(a.shape()) + " and " + to_string(b.shape()));
   }
-  Tensor y(a.shape());
-  // Element by element, so any split gives the same bits; OpenMP's default team (the call has no
-  // StepContext), only for sizes that repay a team.
+  Tensor y = Tensor::uninitialized(a.shape());
+  // Element by element, so any split gives the same bits; a team only for sizes that repay it.
   constexpr std::size_t kChunk = std::size_t{1} << 15;
   const std::size_t n = a.size();
   const auto chunks = static_cast<long long>((n + kChunk - 1) / kChunk);
   const float* pa = a.data();
   const float* pb = b.data();
   float* py = y.data();
-#pragma omp parallel for schedule(static) if (chunks > 1)
+#pragma omp parallel for schedule(static) num_threads(detail::loop_threads(threads)) if (chunks > 1)
   for (long long c = 0; c < chunks; ++c) {
     const std::size_t first = static_cast<std::size_t>(c) * kChunk;
     add_arrays(pa + first, pb + first, py + first, std::min(kChunk, n - first));

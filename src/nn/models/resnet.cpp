@@ -98,13 +98,17 @@ class BasicBlock : public Layer {
   Tensor forward(const Tensor& x, const StepContext& ctx) override {
     Tensor a = relu1_.forward(bn1_.forward(conv1_.forward(x, ctx), ctx), ctx);
     Tensor b = bn2_.forward(conv2_.forward(a, ctx), ctx);
-    return relu2_.forward(residual_add(b, shortcut_ ? shortcut_->forward(x, ctx) : x), ctx);
+    // Two calls, not one with a conditional operand: that would copy the identity branch's x.
+    const Tensor sum =
+        shortcut_ ? residual_add(b, shortcut_->forward(x, ctx), ctx.threads) : residual_add(b, x, ctx.threads);
+    return relu2_.forward(sum, ctx);
   }
 
   Tensor backward(const Tensor& dy, const StepContext& ctx) override {
     const Tensor d = relu2_.backward(dy, ctx);  // reaches both branches of the add unchanged
     Tensor dx = conv1_.backward(bn1_.backward(relu1_.backward(conv2_.backward(bn2_.backward(d, ctx), ctx), ctx), ctx), ctx);
-    return residual_add(dx, shortcut_ ? shortcut_->backward(d, ctx) : d);
+    // As in forward.
+    return shortcut_ ? residual_add(dx, shortcut_->backward(d, ctx), ctx.threads) : residual_add(dx, d, ctx.threads);
   }
 
   void collect_parameters(std::vector<Parameter*>& out) override {
