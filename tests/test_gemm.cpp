@@ -95,6 +95,17 @@ std::vector<double> hard_operand(std::size_t count, double scale, std::mt19937_6
   return v;
 }
 
+// got == want bit for bit (any NaN equal to any NaN); the first three differences are reported
+// with `context`.
+void expect_same_bits(const std::vector<double>& got, const std::vector<double>& want, const std::string& context) {
+  std::size_t bad = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    if (bits_of(got[i]) != bits_of(want[i]) && !(std::isnan(got[i]) && std::isnan(want[i])) && bad++ < 3) {
+      ADD_FAILURE() << context << ": output " << i << " got " << got[i] << " want " << want[i];
+    }
+  }
+}
+
 TEST(Gemm, SimdKernelsEqualTheReference) {
   const char* specs[] = {"in=e5m2:cfg5 prod=exact acc=e6m5 order=seq", "in=e5m2:cfg5 acc=fp32", "in=e5m2:cfg5 acc=q8.13",
                          "in=e5m2 acc=e5m5", "in=e5m2 acc=bf16", "in=e4m3 acc=fp16",
@@ -121,14 +132,10 @@ TEST(Gemm, SimdKernelsEqualTheReference) {
           o.threads = threads;
           std::vector<double> got(m * n);
           gemm(spec, GemmOp::nn, m, n, k, A.data(), k, B.data(), n, got.data(), n, o);
-          std::size_t bad = 0;
-          for (std::size_t i = 0; i < m * n; ++i) {
-            if (bits_of(got[i]) != bits_of(want[i]) && !(std::isnan(got[i]) && std::isnan(want[i])) && bad++ < 3) {
-              ADD_FAILURE() << text << " " << m << "x" << n << "x" << k << " scale " << scale << " level "
-                            << to_string(level) << " threads " << threads << ": output " << i << " got " << got[i]
-                            << " want " << want[i];
-            }
-          }
+          expect_same_bits(got, want,
+                           std::string(text) + " " + std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) +
+                               " scale " + std::to_string(scale) + " level " + to_string(level) + " threads " +
+                               std::to_string(threads));
         }
       }
     }
@@ -166,13 +173,9 @@ TEST(Gemm, ChunkedOrderEqualsTheReference) {
           o.block_bytes = threads == 1 ? 0 : 2048;  // tiny depth blocks: chunks cross and share them
           std::vector<double> got(m * n);
           gemm(spec, GemmOp::nn, m, n, k, A.data(), k, B.data(), n, got.data(), n, o);
-          std::size_t bad = 0;
-          for (std::size_t i = 0; i < m * n; ++i) {
-            if (bits_of(got[i]) != bits_of(want[i]) && !(std::isnan(got[i]) && std::isnan(want[i])) && bad++ < 3) {
-              ADD_FAILURE() << text << " " << m << "x" << n << "x" << k << " level " << to_string(level) << " threads "
-                            << threads << ": output " << i << " got " << got[i] << " want " << want[i];
-            }
-          }
+          expect_same_bits(got, want,
+                           std::string(text) + " " + std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) +
+                               " level " + to_string(level) + " threads " + std::to_string(threads));
         }
       }
       // The fp32 overload (fp32 lanes where the formats allow).
@@ -414,13 +417,10 @@ TEST(Gemm, StochasticAccumulatorEqualsTheReference) {
           o.block_bytes = threads == 2 ? 1 : 0;  // blocks of p as short as they go, or one block
           std::vector<double> got(m * n);
           gemm(spec, op, m, n, k, st.A.data(), st.lda, st.B.data(), st.ldb, got.data(), n, o);
-          std::size_t bad = 0;
-          for (std::size_t i = 0; i < m * n; ++i) {
-            if (bits_of(got[i]) != bits_of(want[i]) && !(std::isnan(got[i]) && std::isnan(want[i])) && bad++ < 3) {
-              ADD_FAILURE() << text << " case " << index << " " << m << "x" << n << "x" << k << " level " << to_string(level)
-                            << " threads " << threads << ": output " << i << " got " << got[i] << " want " << want[i];
-            }
-          }
+          expect_same_bits(got, want,
+                           std::string(text) + " case " + std::to_string(index) + " " + std::to_string(m) + "x" +
+                               std::to_string(n) + "x" + std::to_string(k) + " level " + to_string(level) + " threads " +
+                               std::to_string(threads));
         }
       }
       ++index;

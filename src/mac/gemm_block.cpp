@@ -41,6 +41,9 @@ namespace {
 
 std::size_t ceil_div(std::size_t a, std::size_t b) { return (a + b - 1) / b; }
 
+// NVFP4's scales are not powers of two: its units leave the fast path, its values fp32.
+bool has_nvfp4(const BlockMac& bm) { return bm.a.family() == BlockFamily::nvfp4 || bm.b.family() == BlockFamily::nvfp4; }
+
 // One operand as integers: rows x k elements, and per (row, block) the unit's exponent (units
 // are 2^e for hbfp and mx) or NaN. Rows padded with zeros to whole blocks so that kernels need
 // no tail handling.
@@ -173,6 +176,28 @@ bool to_double_exact(S v, double& out) {
   return true;
 }
 
+// The reference block dot of output (i, j) from the quantized rows of qa and qb (read in place
+// when they are fp64, from fp64 copies when fp32).
+template <typename Q>
+double reference_output(const MacSpec& spec, std::size_t n, std::size_t k, const std::vector<Q>& qa,
+                        const std::vector<BlockScale>& sa, const std::vector<Q>& qb, const std::vector<BlockScale>& sb,
+                        const GemmOptions& o, std::size_t i, std::size_t j) {
+  const std::size_t nkb = ceil_div(k, spec.block->extent());
+  const Q* a = qa.data() + i * k;
+  const Q* b = qb.data() + j * k;
+  const auto dot = [&](const double* x, const double* y) {
+    return block_dot_quantized(spec, k, {x, 1, sa.data() + i * nkb}, {y, 1, sb.data() + j * nkb}, o.bias.at(i, j),
+                               o.random, i * n + j)
+        .value;
+  };
+  if constexpr (std::is_same_v<Q, double>) {
+    return dot(a, b);
+  } else {
+    const std::vector<double> x(a, a + k), y(b, b + k);
+    return dot(x.data(), y.data());
+  }
+}
+
 // The fast path with element type I and exact block-sum type S (the caller checked that the
 // operands' integers fit I and every block sum fits S).
 template <typename I, typename S, typename T, typename Out>
@@ -197,14 +222,7 @@ void fast(const MacSpec& spec, std::size_t m, std::size_t n, std::size_t k, cons
     return acc.value;
   };
 
-  // The reference for output (i, j), on fp64 copies of the quantized rows.
-  const auto reference = [&](std::size_t i, std::size_t j) {
-    std::vector<double> a(qa.begin() + static_cast<std::ptrdiff_t>(i * k), qa.begin() + static_cast<std::ptrdiff_t>((i + 1) * k));
-    std::vector<double> b(qb.begin() + static_cast<std::ptrdiff_t>(j * k), qb.begin() + static_cast<std::ptrdiff_t>((j + 1) * k));
-    return block_dot_quantized(spec, k, {a.data(), 1, sa.data() + i * nkb}, {b.data(), 1, sb.data() + j * nkb},
-                               o.bias.at(i, j), o.random, i * n + j)
-        .value;
-  };
+  const auto reference = [&](std::size_t i, std::size_t j) { return reference_output(spec, n, k, qa, sa, qb, sb, o, i, j); };
 
   // Rounding into outer, vectorized over a row of outputs (deterministic modes: the random key
   // plays no part).
@@ -283,12 +301,8 @@ void run(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::size
   const double work = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
   const int threads = work < 131072.0 ? 1 : std::max(1, o.threads > 0 ? o.threads : omp_get_max_threads());
   // op(A) as m x k and op(B)^T as n x k, row-major, then quantized in place as gemm_ref does.
-  const GemmOperands<T> ops{op, A, lda, B, ldb};
   std::vector<Q> qa(m * k), qb(n * k);
-  for (std::size_t i = 0; i < m; ++i)
-    for (std::size_t p = 0; p < k; ++p) qa[i * k + p] = ops.a_row(i)[static_cast<std::ptrdiff_t>(p) * ops.a_step()];
-  for (std::size_t j = 0; j < n; ++j)
-    for (std::size_t p = 0; p < k; ++p) qb[j * k + p] = ops.b_col(j)[static_cast<std::ptrdiff_t>(p) * ops.b_step()];
+  gather_reduction_rows(GemmOperands<T>{op, A, lda, B, ldb}, m, n, k, qa.data(), qb.data());
   const std::vector<BlockScale> sa = quantize_block_rows(bm.a, m, k, qa.data(), threads);
   const std::vector<BlockScale> sb = quantize_block_rows(bm.b, n, k, qb.data(), threads);
 
@@ -307,19 +321,11 @@ void run(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::size
     return;
   }
   // The reference block dot for every output (rows shared between threads).
-  const std::size_t nkb = ceil_div(k, bm.extent());
   const auto rows = static_cast<std::int64_t>(m);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1 && m > 1)
   for (std::int64_t si = 0; si < rows; ++si) {
     const auto i = static_cast<std::size_t>(si);
-    const std::vector<double> a(qa.begin() + static_cast<std::ptrdiff_t>(i * k), qa.begin() + static_cast<std::ptrdiff_t>((i + 1) * k));
-    std::vector<double> b(k);
-    for (std::size_t j = 0; j < n; ++j) {
-      std::copy(qb.begin() + static_cast<std::ptrdiff_t>(j * k), qb.begin() + static_cast<std::ptrdiff_t>((j + 1) * k), b.begin());
-      C[i * ldc + j] = static_cast<Out>(block_dot_quantized(spec, k, {a.data(), 1, sa.data() + i * nkb},
-                                                            {b.data(), 1, sb.data() + j * nkb}, o.bias.at(i, j), o.random, i * n + j)
-                                            .value);
-    }
+    for (std::size_t j = 0; j < n; ++j) C[i * ldc + j] = static_cast<Out>(reference_output(spec, n, k, qa, sa, qb, sb, o, i, j));
   }
 }
 
@@ -327,7 +333,7 @@ void run(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::size
 
 bool gemm_block_is_fast(const MacSpec& spec) {
   const BlockMac& bm = *spec.block;
-  const bool powers_of_two = bm.a.family() != BlockFamily::nvfp4 && bm.b.family() != BlockFamily::nvfp4;
+  const bool powers_of_two = !has_nvfp4(bm);
   const bool saturating_narrow = !bm.wrap && bm.bits() < bm.bits_needed();
   return powers_of_two && !saturating_narrow && outer_is_fast(*spec.outer_format());
 }
@@ -335,8 +341,7 @@ bool gemm_block_is_fast(const MacSpec& spec) {
 template <typename T, typename Out>
 void gemm_block(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::size_t k, const T* A, std::size_t lda,
                 const T* B, std::size_t ldb, Out* C, std::size_t ldc, const GemmOptions& o) {
-  const bool nvfp4 = spec.block->a.family() == BlockFamily::nvfp4 || spec.block->b.family() == BlockFamily::nvfp4;
-  if (nvfp4) run<double>(spec, op, m, n, k, A, lda, B, ldb, C, ldc, o);
+  if (has_nvfp4(*spec.block)) run<double>(spec, op, m, n, k, A, lda, B, ldb, C, ldc, o);
   else run<T>(spec, op, m, n, k, A, lda, B, ldb, C, ldc, o);
 }
 

@@ -24,10 +24,7 @@ void gemm_ref(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std:
     // Block inputs: op(A) (m x k) and op(B)^T (n x k) quantized as whole matrices, blocks
     // along k (tiles and NVFP4's tensor scale span the matrix), then one block dot per output.
     std::vector<double> a(m * k), b(n * k);
-    for (std::size_t i = 0; i < m; ++i)
-      for (std::size_t p = 0; p < k; ++p) a[i * k + p] = ops.a_row(i)[static_cast<std::ptrdiff_t>(p) * ops.a_step()];
-    for (std::size_t j = 0; j < n; ++j)
-      for (std::size_t p = 0; p < k; ++p) b[j * k + p] = ops.b_col(j)[static_cast<std::ptrdiff_t>(p) * ops.b_step()];
+    detail::gather_reduction_rows(ops, m, n, k, a.data(), b.data());
     const std::vector<BlockScale> sa = detail::quantize_block_rows_ref(spec.block->a, m, k, a.data());
     const std::vector<BlockScale> sb = detail::quantize_block_rows_ref(spec.block->b, n, k, b.data());
     const std::size_t nkb = (k + spec.block->extent() - 1) / spec.block->extent();

@@ -27,4 +27,14 @@ struct GemmOperands {
   std::ptrdiff_t b_step() const { return op == GemmOp::nt ? 1 : static_cast<std::ptrdiff_t>(ldb); }
 };
 
+// op(A) as an m x k and op(B)^T as an n x k row-major matrix (each row one operand vector along
+// the reduction), converted to Q: the layout in which block formats are quantized.
+template <typename Q, typename T>
+void gather_reduction_rows(const GemmOperands<T>& ops, std::size_t m, std::size_t n, std::size_t k, Q* a, Q* b) {
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t p = 0; p < k; ++p) a[i * k + p] = ops.a_row(i)[static_cast<std::ptrdiff_t>(p) * ops.a_step()];
+  for (std::size_t j = 0; j < n; ++j)
+    for (std::size_t p = 0; p < k; ++p) b[j * k + p] = ops.b_col(j)[static_cast<std::ptrdiff_t>(p) * ops.b_step()];
+}
+
 }  // namespace mpsim::detail
