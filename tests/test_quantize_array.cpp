@@ -90,6 +90,30 @@ INSTANTIATE_TEST_SUITE_P(Formats, EveryFormat, ::testing::ValuesIn(kFormats), []
   return s;
 });
 
+// sr below a format's normal range: vectors whose lanes are all zero or between the smallest
+// subnormal and a few binades above the smallest normal value take the per-lane-shift path
+// (SrBelowNormal), the others the general one; both must equal the reference bit for bit.
+TEST(QuantizeArray, StochasticRoundingBelowTheNormalRangeEqualsTheReference) {
+  for (const char* name : {"e4m3fn", "e5m2", "fp16", "bf16", "e3m2fn", "e2m1fn", "e4m3fn:sat", "e4m3fnuz", "e6m5"}) {
+    const Format base = Format::parse(name);
+    const FormatInfo info = describe(base);
+    const double smallest = info.min_subnormal;
+    std::mt19937_64 gen(11);
+    std::uniform_real_distribution<double> binade(0.0, static_cast<double>(info.man_bits + 3));
+    std::vector<double> sample;
+    for (int i = 0; i < 4096; ++i) {
+      // Mostly within [smallest subnormal, 8 x smallest normal), some zeros, a few below.
+      const double mag = (i % 97 == 0) ? 0.0 : smallest * std::exp2(binade(gen) - (i % 211 == 0 ? 2.0 : 0.0));
+      sample.push_back((gen() & 1) ? -mag : mag);
+    }
+    for (const char* mode : {"sr", "sr5"}) {
+      const Format f = base.with_rounding(parse_rounding(mode));
+      expect_array_matches_reference<float>(f, sample, RandomKey{99, 3}, 17);
+      expect_array_matches_reference<double>(f, sample, RandomKey{99, 3}, 17);
+    }
+  }
+}
+
 TEST(QuantizeArray, ReportsTheLevels) {
   const auto levels = available_simd_levels();
   ASSERT_FALSE(levels.empty());

@@ -78,6 +78,21 @@ int run_bench_quantize(const BenchOptions& o) {
     std::memcpy(out.data(), in.data(), o.n * sizeof(float));
     sink = out[o.n / 2];
   });
+  // What the stochastic modes spend on their random bits: word 0 of every element, generated
+  // alone (Philox4x32-10, one block per four elements), in the same run.
+  bool stochastic = false;
+  for (const auto& ms : o.modes) {
+    const RoundMode m = parse_rounding(ms).mode;
+    stochastic = stochastic || m == RoundMode::sr || m == RoundMode::srn;
+  }
+  double words_ns = 0;
+  if (stochastic) {
+    std::vector<std::uint32_t> words(o.n);
+    words_ns = median_ns_per_element(o, [&] {
+      random_words({42, 0}, 0, o.n, words.data());
+      sink = static_cast<float>(words[o.n / 2]);
+    });
+  }
   nlohmann::json rows = nlohmann::json::array();
   QuantizeOptions qo;
   qo.threads = 1;
@@ -130,6 +145,7 @@ int run_bench_quantize(const BenchOptions& o) {
                         {"simd_level", level},
                         {"copy_ns_per_element", copy},
                         {"results", rows}};
+    if (stochastic) j["random_word_ns"] = words_ns;
     std::cout << j.dump(2) << "\n";
     return kOk;
   }
@@ -141,6 +157,7 @@ int run_bench_quantize(const BenchOptions& o) {
                r["copy_ns_per_element"].get<double>(), r["ratio_to_copy"].get<double>(),
                r["vectorized"].get<bool>() ? "" : "  (scalar reference path)");
   }
+  if (stochastic) fmt::print("random bits alone (Philox4x32-10, one 32-bit word per element): {:.3f} ns/elem\n", words_ns);
   return kOk;
 }
 

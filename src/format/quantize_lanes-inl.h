@@ -158,6 +158,39 @@ HWY_INLINE hn::Vec<hn::RebindToUnsigned<D>> RneByAddition(D d, const QuantPlan& 
   return hn::BitCast(du, hn::Sub(hn::Add(hn::BitCast(d, u), C), C));
 }
 
+// Stochastic rounding by the carrier's integer addition, for fp32 carriers (d <= P = 23 < 32
+// discarded bits per lane). sr rounds up when w0 < F = rem * 2^(32 - d) (§5.6 of
+// docs/formats.md; F has no bits below the first word, so no tie needs a second word), and
+// since F is a multiple of 2^(32 - d) that is R < rem with R = w0 >> (32 - d), the top d bits
+// of the word. Adding mask - R = mask ^ R (mask = 2^d - 1, R <= mask) to the bits carries into
+// bit d exactly when rem + mask - R >= 2^d, i.e. R < rem; clearing the low d bits then leaves
+// the kept part, plus one quantum where the lane rounds up (a carry out of the mantissa is the
+// next binade's first value). u: magnitude bits; r: R; mask: 2^d - 1, all per lane.
+template <class VU>
+HWY_INLINE VU SrByAddition(VU u, VU r, VU mask) {
+  return hn::AndNot(mask, hn::Add(u, hn::Xor(r, mask)));
+}
+
+// sr for fp32 carriers where every lane is zero or lies in [sr_lo, fast_hi] (plan.sr_low):
+// the lane's d = P - M + max(0, Tn - e) is at most P, so SrByAddition rounds it. (Zero lanes
+// stay zero whatever their d, which is clamped to P to keep the shifts in range.)
+template <class D>
+HWY_INLINE hn::Vec<hn::RebindToUnsigned<D>> SrBelowNormal(D d, const QuantPlan& p, hn::Vec<hn::RebindToUnsigned<D>> u,
+                                                          const std::uint32_t* w) {
+  using L = Lanes<D>;
+  using TU = typename L::TU;
+  using TI = typename L::TI;
+  static_assert(sizeof(TU) == 4);
+  const typename L::DU du;
+  const typename L::DI di;
+  const int dbits = L::P - p.M;
+  const auto e = hn::BitCast(di, hn::ShiftRight<L::P>(u));
+  const auto dl = hn::Min(hn::Max(hn::Sub(hn::Set(di, static_cast<TI>(dbits + p.Tn)), e), hn::Set(di, static_cast<TI>(dbits))),
+                          hn::Set(di, TI{L::P}));
+  const auto s = hn::BitCast(du, hn::Sub(hn::Set(di, TI{32}), dl));
+  return SrByAddition(u, hn::Shr(LoadWords(d, w), s), hn::Shr(hn::Set(du, ~TU{0}), s));
+}
+
 // Rounding where every lane is in a normal binade of the format (or zero): the quantum is
 // 2^(P - M) carrier ulps for all of them, so the kept part is u with its low P - M bits cleared
 // and rounding up adds 2^(P - M) (a carry out of the mantissa moves into the exponent: the next
@@ -174,6 +207,9 @@ HWY_INLINE hn::Vec<hn::RebindToUnsigned<D>> RoundAtOneShift(D d, const QuantPlan
   const auto one = hn::Set(du, TU{1});
   const int dbits = L::P - p.M;
   const auto mask = hn::Set(du, static_cast<TU>((TU{1} << dbits) - 1));
+  if constexpr (MODE == RoundMode::sr && sizeof(TU) == 4) {
+    if (dbits > 0) return SrByAddition(u, hn::ShiftRightSame(LoadWords(d, w), 32 - dbits), mask);
+  }
   const auto rem = hn::And(u, mask);
   const auto lo = hn::AndNot(mask, u);
   const auto odd = hn::Ne(hn::And(hn::ShiftRightSame(u, dbits), one), hn::Zero(du));
@@ -227,6 +263,15 @@ HWY_INLINE hn::Vec<D> FloatVector(D d, const QuantPlan& p, hn::Vec<D> x, const s
         }
       }
       return hn::BitCast(d, WithSign(p, RoundAtOneShift<MODE>(d, p, s.u, neg, w, fallback), s.sign));
+    }
+  }
+  if constexpr (MODE == RoundMode::sr && sizeof(TU) == 4) {
+    if (p.sr_low) {
+      const auto ui = hn::BitCast(di, s.u);
+      const auto in_low = hn::Or(hn::RebindMask(du, hn::Eq(ui, hn::Zero(di))),
+                                 hn::RebindMask(du, hn::And(hn::Not(hn::Lt(ui, hn::Set(di, static_cast<TI>(p.sr_lo)))),
+                                                            hn::Not(hn::Gt(ui, hn::Set(di, static_cast<TI>(p.fast_hi)))))));
+      if (hn::AllTrue(du, in_low)) return hn::BitCast(d, WithSign(p, SrBelowNormal(d, p, s.u, w), s.sign));
     }
   }
 
@@ -359,6 +404,10 @@ HWY_INLINE hn::Vec<D> SatVector(D d, const QuantPlan& p, hn::Vec<D> x, const std
     mag = RneByAddition(d, p, u);  // every lane, subnormal ones included
   } else if (hn::AllTrue(du, in_normal())) {
     mag = RoundAtOneShift<MODE>(d, p, u, neg, w, fallback);
+  } else if (MODE == RoundMode::sr && sizeof(TU) == 4 && p.sr_low &&
+             hn::AllTrue(di, hn::Or(hn::Eq(hn::BitCast(di, u), hn::Zero(di)),
+                                    hn::Not(hn::Lt(hn::BitCast(di, u), hn::Set(di, static_cast<TI>(p.sr_lo))))))) {
+    if constexpr (MODE == RoundMode::sr && sizeof(TU) == 4) mag = SrBelowNormal(d, p, u, w);
   } else {
     hn::Vec<hn::RebindToUnsigned<D>> w0 = hn::Zero(du);
     if constexpr (MODE == RoundMode::sr || MODE == RoundMode::srn) w0 = LoadWords(d, w);

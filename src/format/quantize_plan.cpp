@@ -74,6 +74,11 @@ void plan_float(QuantPlan& p, const FloatSpec& s, const Format& f, Carrier carri
     // parity is the exponent's). M < P: |x| < C, so the sum's ulp is the quantum.
     p.rne_add = M >= 1 && M < p.P && p.top_biased + (p.P - M) <= 2 * p.EB;
     p.rne_add_low = p.rne_add && s.sub == Subnormals::ieee && p.Tn - M >= 1;
+    if (carrier == Carrier::fp32 && s.sub == Subnormals::ieee && M >= 1 && M < p.P && !p.asnormal_gap &&
+        p.Tn - M >= 1) {
+      p.sr_low = true;
+      p.sr_lo = carrier_bits(p.small_scale);
+    }
     // The quantum 2^(emin - M) must be a normal carrier number (it is the result's bits), and
     // M > 0 makes a value's code parity the parity of its multiple of the quantum.
     if (s.sub == Subnormals::ieee && M > 0 && !p.fnuz && p.overflow_value == p.max_value && p.Tn - M >= 1) {

@@ -58,6 +58,12 @@ struct QuantPlan {
   // rne_add below the normal range too (gradual underflow, quantum 2^(emin - M) a normal
   // carrier number): every lane up to max, zeros and subnormals included.
   bool rne_add_low = false;
+  // sr on the fast path below the normal range too (fp32 carriers; gradual underflow with
+  // 1 <= M < P, no CFG-5 gap, the smallest subnormal 2^(emin - M) a normal carrier number):
+  // where every lane is zero or lies in [sr_lo, fast_hi], the discarded part of a lane is its
+  // low d bits, d = P - M + max(0, Tn - e) <= P, and rounding is again an add and a mask.
+  bool sr_low = false;
+  std::uint64_t sr_lo = 0;  // carrier bits of the smallest subnormal value
   // Saturating formats with gradual underflow (e4m3fn:sat, e2m1fn, the block formats' elements):
   // every finite magnitude above the largest value becomes it, so the kernel clamps the
   // magnitude bits to fast_hi first and then rounds at a quantum that depends on the binade
