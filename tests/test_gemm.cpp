@@ -110,7 +110,19 @@ TEST(Gemm, SimdKernelsEqualTheReference) {
   const char* specs[] = {"in=e5m2:cfg5 prod=exact acc=e6m5 order=seq", "in=e5m2:cfg5 acc=fp32", "in=e5m2:cfg5 acc=q8.13",
                          "in=e5m2 acc=e5m5", "in=e5m2 acc=bf16", "in=e4m3 acc=fp16",
                          "in=fp16 acc=fp32 out=bf16", "in=bf16 acc=q8.13", "in=e5m2 acc=q11.13", "in=int8 acc=int32",
-                         "in=e5m2:cfg5 acc=e6m5 out=e5m2@sr", "a=e4m3 b=e5m2 acc=fp16:sat", "in=e5m2:cfg4 acc=e6m5:cfg4"};
+                         "in=e5m2:cfg5 acc=e6m5 out=e5m2@sr", "a=e4m3 b=e5m2 acc=fp16:sat", "in=e5m2:cfg4 acc=e6m5:cfg4",
+                         // sums rounded to odd, then in the accumulator's mode (directed modes, and
+                         // to nearest-even where the product is wider than the accumulator)
+                         "in=e5m2 acc=e6m5@rz", "in=e5m2:cfg5 acc=fp16@ru", "in=e4m3 acc=bf16@rd", "in=e5m2 acc=e5m2@ro",
+                         "in=e5m2 acc=e6m5:sat@rna", "in=e4m3fnuz acc=e5m2fnuz@rd", "in=e4m3fn acc=e6m5",
+                         "in=bf16 acc=fp32", "in=fp32 acc=fp32@rz", "in=e5m2:cfg5 acc=e6m5:cfg5@ru",
+                         // a fixed-point accumulator converting the products in a directed mode
+                         "in=e5m2 acc=q8.13@rz", "in=int8 acc=int16@rd", "in=e4m3 acc=q4.3@ro",
+                         // rounded products (prod=): every deterministic mode, CFG-2's flushing
+                         // multiplier, a saturating product, products into fixed point
+                         "in=e5m2 prod=e6m5 acc=e6m5", "in=e4m3 prod=e5m2 acc=fp16", "in=e5m2:cfg5 prod=e5m2:cfg2 acc=e6m5",
+                         "in=fp16 prod=bf16@rz acc=fp32", "in=e4m3 prod=e4m3@ru acc=q8.13", "in=e5m2 prod=e5m2:sat@rd acc=e6m5@rz",
+                         "in=bf16 prod=bf16@ro acc=bf16@rna", "in=e4m3fn prod=e3m2fn acc=fp16", "in=int8 prod=q4.4 acc=q8.8"};
   std::mt19937_64 g(2024);
   std::uniform_int_distribution<std::size_t> dim(1, 40), kdim(1, 200);
   for (const char* text : specs) {
@@ -149,7 +161,9 @@ TEST(Gemm, ChunkedOrderEqualsTheReference) {
   const char* specs[] = {"in=e5m2:cfg5 acc=e6m5 order=chunk8", "in=e5m2:cfg5 acc=e6m5 order=chunk64 outer=fp32",
                          "in=e5m2 acc=bf16 order=chunk3 outer=fp32", "in=e4m3 acc=fp16 order=chunk1 outer=fp32",
                          "in=e5m2 acc=q8.13 order=chunk16 outer=fp32", "in=e5m2:cfg5 acc=fp32 order=chunk50",
-                         "in=e5m2 acc=e6m5 order=chunk784 outer=fp32 out=bf16", "in=e5m2 acc=e5m5 order=chunk5 outer=fp16"};
+                         "in=e5m2 acc=e6m5 order=chunk784 outer=fp32 out=bf16", "in=e5m2 acc=e5m5 order=chunk5 outer=fp16",
+                         "in=e5m2 acc=e6m5@rz order=chunk8 outer=fp32", "in=e4m3fn acc=e6m5@rd order=chunk6 outer=fp16",
+                         "in=e5m2 acc=q8.13@ru order=chunk4 outer=fp32"};
   std::mt19937_64 g(77);
   std::uniform_int_distribution<std::size_t> dim(1, 12), kdim(1, 300);
   int cases = 0;
@@ -192,7 +206,7 @@ TEST(Gemm, ChunkedOrderEqualsTheReference) {
       ++cases;
     }
   }
-  EXPECT_EQ(cases, 8 * 4);
+  EXPECT_EQ(cases, static_cast<int>(std::size(specs)) * 4);
 }
 
 // Operands for the packing tests: normal values mixed with values in and around the CFG-5 gap
@@ -384,7 +398,8 @@ TEST(Gemm, BlocksOfColumnsAndDepthChangeNothing) {
 // reference rounding), overflow, infinities and NaN, every SIMD level and 1 and 2 threads.
 TEST(Gemm, StochasticAccumulatorEqualsTheReference) {
   const char* specs[] = {"in=e5m2:cfg5 prod=exact acc=e6m5@sr order=seq", "in=e4m3 acc=fp16@sr", "in=e5m2 acc=fp32@sr",
-                         "in=bf16 acc=bf16@sr out=e5m2@sr"};
+                         "in=bf16 acc=bf16@sr out=e5m2@sr", "in=e5m2 acc=e6m5@sr8", "in=e4m3 acc=fp16@sr13",
+                         "in=e5m2:cfg5 acc=bf16@sr1", "in=e5m2 acc=e5m5@sr32"};
   struct Case {
     std::size_t m, n, k;
     double scale, bias;
@@ -431,6 +446,44 @@ TEST(Gemm, StochasticAccumulatorEqualsTheReference) {
 // Fixed-point accumulators that saturate through their sums (every product well inside the
 // range, the running sums far beyond it, at both ends), and products that fall exactly
 // halfway between grid points of the accumulator.
+// Exact cancellation: x + (-x) is -0 when the accumulator rounds toward negative and +0
+// otherwise (IEEE 754, as the reference adds), in every kernel kind that takes directed modes.
+TEST(Gemm, ExactlyCancellingSumsTakeTheModesZeroSign) {
+  // Row 0 cancels to zero at step 1 and stays there; row 1 ends on -x + x; row 2 sums +0s.
+  const std::vector<double> A = {1.5, -1.5, 0.0, 0.0, -0.75, 0.75, 0.0, 0.0, 0.0};
+  const std::vector<double> B = {1.0, 1.0, 1.0};  // k = 3, n = 1
+  for (const char* text : {"in=e5m2 acc=e6m5@rd", "in=e5m2 acc=e6m5@ru", "in=e5m2 acc=e6m5@rz", "in=e4m3fn acc=e6m5",
+                           "in=e5m2 acc=q8.13@rd", "in=e5m2 prod=e6m5@rd acc=fp16@rd", "in=e5m2 acc=e6m5@rd order=chunk2 outer=fp32"}) {
+    const MacSpec spec = MacSpec::parse(text);
+    ASSERT_TRUE(gemm_is_vectorized(spec)) << text;
+    std::vector<double> want(3), got(3);
+    gemm_ref(spec, GemmOp::nn, 3, 1, 3, A.data(), 3, B.data(), 1, want.data(), 1);
+    for (SimdLevel level : available_simd_levels()) {
+      LevelGuard guard(level);
+      gemm(spec, GemmOp::nn, 3, 1, 3, A.data(), 3, B.data(), 1, got.data(), 1);
+      expect_same_bits(got, want, std::string(text) + " level " + to_string(level));
+    }
+    if (spec.acc->kind() == FormatKind::floating && spec.acc->rounding().mode == RoundMode::rd && !spec.outer) {
+      EXPECT_TRUE(std::signbit(want[0]) && want[0] == 0) << text;  // the reference's sign, checked too
+    }
+  }
+  // Block sums that cancel in outer (blocks of 64 along k = 128).
+  std::vector<double> Ab(128, 0.0), Bb(128, 1.0);
+  Ab[0] = 1.5;
+  Ab[64] = -1.5;
+  for (const char* text : {"in=hbfp8/64 outer=fp32@rd", "in=hbfp8/64 outer=fp32@ru", "in=mxfp8_e4m3 outer=bf16@rd"}) {
+    const MacSpec spec = MacSpec::parse(text);
+    std::vector<double> want(1), got(1);
+    gemm_ref(spec, GemmOp::nn, 1, 1, 128, Ab.data(), 128, Bb.data(), 1, want.data(), 1);
+    for (SimdLevel level : available_simd_levels()) {
+      LevelGuard guard(level);
+      gemm(spec, GemmOp::nn, 1, 1, 128, Ab.data(), 128, Bb.data(), 1, got.data(), 1);
+      expect_same_bits(got, want, std::string(text) + " level " + to_string(level));
+    }
+    EXPECT_EQ(std::signbit(want[0]), spec.outer_format()->rounding().mode == RoundMode::rd) << text;
+  }
+}
+
 TEST(Gemm, FixedPointAccumulatorsSaturateAndRoundTies) {
   struct Case {
     const char* spec;
@@ -471,9 +524,9 @@ TEST(Gemm, FixedPointAccumulatorsSaturateAndRoundTies) {
 }
 
 TEST(Gemm, SpecsOutsideTheKernelsRunThroughTheReference) {
-  for (const char* text : {"in=fp32 acc=fp32", "in=bf16 acc=fp32", "in=e4m3fn acc=e6m5", "in=e5m2 acc=e6m5@sr8", "in=e5m2 acc=e6m5 order=tree8",
+  for (const char* text : {"in=e5m2 acc=e6m5 order=tree8", "in=fp64 acc=fp64", "in=fp32 acc=fp64@rz",
                            "in=e5m2 acc=fp16 order=chunk8 outer=e6m5", "in=e5m2 acc=e6m5@sr order=chunk8",
-                           "in=e5m2 prod=e6m5 acc=e6m5", "in=e5m2 acc=exact", "in=e5m2:cfg2 acc=e6m5", "in=e5m2 acc=q8.13:wrap"}) {
+                           "in=e5m2 prod=e6m5@sr acc=e6m5", "in=e5m2 acc=exact", "in=e5m2:cfg2 acc=e6m5", "in=e5m2 acc=q8.13:wrap"}) {
     EXPECT_FALSE(gemm_is_vectorized(MacSpec::parse(text))) << text;
   }
 }

@@ -59,7 +59,7 @@ bool outer_fits(const Format& outer, const Range& rc, const Lane& lane, GemmFast
   return true;
 }
 
-// The stochastic float accumulator (gemm_fast.h): fp64 lanes in which every product is exact
+// The stochastic float accumulator (sr or srN; gemm_fast.h): fp64 lanes in which every product is exact
 // and no sum overflows; the accumulator a radix-2 float with gradual underflow, a zero and a
 // sign (the lane splits values at its grid with one rule for every binade), whose smallest
 // step is a normal fp64 number. Its precision only decides how often a sum is inexact in the
@@ -107,14 +107,18 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
   };
   if (spec.block) return no("block-format inputs (gemm_block.cpp)");
   if (spec.order.kind != MacOrderKind::seq && spec.order.kind != MacOrderKind::chunk) return no("order is not seq or chunkN");
-  if (spec.prod) return no("prod= rounds the product");
+  if (spec.prod && spec.prod->rounding().stochastic()) return no("prod= rounds the product stochastically");
   if (!spec.acc) return no("acc=exact");
   const Format& acc = *spec.acc;
-  if (acc.rounding().mode == RoundMode::sr) {
+  if (acc.rounding().stochastic()) {
     if (spec.order.kind != MacOrderKind::seq) return no("a stochastic accumulator with order=chunkN");
     return plan_sr(spec, plan);
   }
-  if (acc.rounding().mode != RoundMode::rne) return no("the accumulator does not round to nearest-even");
+  const RoundMode mode = acc.rounding().mode;
+  if (mode != RoundMode::rne && mode != RoundMode::rna && mode != RoundMode::rz && mode != RoundMode::ru &&
+      mode != RoundMode::rd && mode != RoundMode::ro) {
+    return no("the accumulator's rounding mode has no kernel");
+  }
   plan.fixed = acc.kind() != FormatKind::floating;
   if (plan.fixed && acc.kind() == FormatKind::fixed && acc.fixed_spec().wrap) return no("the fixed-point accumulator wraps");
   if (acc.kind() == FormatKind::integer && acc.int_spec().zp != 0) return no("the integer accumulator has a zero point");
@@ -132,21 +136,49 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
   const int prod_bits = ra.bits + rb.bits;
   const double prod_quantum = ra.quantum * rb.quantum, prod_max = ra.max * rb.max;
   if (rc.bits >= 64) return no("the accumulator's grid is not binary");
+  // What the accumulator adds: the exact product, or the product rounded into prod= (a value
+  // of that format, or infinity / NaN, which the kernels' full rounding handles).
+  int add_bits = prod_bits;
+  double add_quantum = prod_quantum, add_max = prod_max;
+  if (spec.prod) {
+    const Range rp = range_of(*spec.prod);
+    if (rp.bits >= 64) return no("the product format's grid is not binary");
+    add_bits = rp.bits;
+    add_quantum = rp.quantum;
+    add_max = rp.max;
+  }
 
   for (const Lane lane : {Lane{24, static_cast<double>(FLT_MIN), static_cast<double>(FLT_MAX), Carrier::fp32},
                           Lane{53, DBL_MIN, DBL_MAX, Carrier::fp64}}) {
     if (!spec.a.fits(lane.carrier) || !spec.b.fits(lane.carrier) || !acc.fits(lane.carrier)) continue;
     if (prod_bits > lane.P || prod_quantum < lane.min_normal || prod_max > lane.max / 4) continue;  // exact products
-    if (std::min(prod_quantum, rc.quantum) < lane.min_normal) continue;  // sums never lane-subnormal
-    if (rc.max + prod_max > lane.max / 2) continue;                      // sums never overflow the lane
+    if (spec.prod) {
+      if (!spec.prod->fits(lane.carrier) || add_quantum < lane.min_normal || add_max > lane.max / 4) continue;
+      plan.prod = make_plan(*spec.prod, lane.carrier);
+      if (plan.prod.kind == PlanKind::scalar) continue;
+      plan.prod_round = true;
+      plan.prod_kind = plan.prod.kind == PlanKind::fixed ? 1 : (plan.prod.sat_ieee ? 2 : 0);
+      plan.prod_format = &*spec.prod;
+    }
+    if (std::min(add_quantum, rc.quantum) < lane.min_normal) continue;  // sums never lane-subnormal
+    if (rc.max + add_max > lane.max / 2) continue;                      // sums never overflow the lane
+    plan.to_odd = false;
     if (plan.fixed) {
       if (rc.bits > lane.P - 1) continue;  // acc + converted product exact in the lane
     } else {
-      if (prod_bits > rc.bits || 2 * rc.bits + 2 > lane.P) continue;  // innocuous double rounding
-      // Below the accumulator's normal range its grid is coarser than p bits; every sum there
-      // must be exact in the lane (sums are multiples of the smaller quantum), so that only the
-      // one rounding into the accumulator acts.
-      if (std::min(prod_quantum, rc.quantum) * std::ldexp(1.0, lane.P) < describe(acc).min_normal) continue;
+      // Innocuous double rounding (to nearest-even only): the product has at most the
+      // accumulator's p bits and the lane 2p + 2. Below the accumulator's normal range its
+      // grid is coarser than p bits; every sum there must be exact in the lane (sums are
+      // multiples of the smaller quantum), so that only the one rounding into the accumulator
+      // acts.
+      const bool innocuous = mode == RoundMode::rne && add_bits <= rc.bits && 2 * rc.bits + 2 <= lane.P &&
+                             std::min(add_quantum, rc.quantum) * std::ldexp(1.0, lane.P) >= describe(acc).min_normal;
+      // Else round to odd: two bits more in the lane than in the accumulator (sums are never
+      // lane-subnormal and never overflow: checked above).
+      if (!innocuous) {
+        if (rc.bits + 2 > lane.P) continue;
+        plan.to_odd = true;
+      }
     }
     plan.acc = make_plan(acc, lane.carrier);
     if (plan.acc.kind == PlanKind::scalar || (plan.fixed && plan.acc.kind != PlanKind::fixed) ||

@@ -20,7 +20,20 @@
 //     step's random word (counter-based Philox, keyed per output and step as docs/mac.md
 //     section 5 says), exactly as the reference's sr does; lanes with a nonzero error, beyond
 //     the largest value, non-finite, or whose decision needs more random words go to the exact
-//     reference rounding (round_exact) for that step.
+//     reference rounding (round_exact) for that step. srN takes the same path: the fraction's
+//     top N bits are floor(2^32 f) >> (32 - N), added to the word's top N bits (no ties).
+//   - a float accumulator with any deterministic rounding mode (rne rna rz ru rd ro), where the
+//     conditions of the first kind do not hold or the mode is not rne: each step forms the sum
+//     acc + product and its exact error (TwoSum) in the lane and rounds the sum to odd (one
+//     bit operation), then rounds that into the accumulator. The lane keeps at least two bits
+//     more than the accumulator, so the second rounding equals rounding the exact sum once, in
+//     every deterministic mode (Boldo and Melquiond, "Emulation of FMA and correctly rounded
+//     sums: proved algorithms using rounding to odd", IEEE TC 2008). The product need not fit
+//     the accumulator's precision, only the lane's. The fixed-point accumulator takes every
+//     deterministic mode too (its conversion of the exact product is one rounding).
+// With `prod=<fmt>` (deterministic modes) the exact product (it must be exact in the lane) is
+// rounded into the product format by the array quantizer's vector rounding, and the kinds above
+// take the rounded product as their addend (its range and width in place of the product's).
 // With `order=chunkN` the first two kinds run per chunk from zero, and each chunk sum (a value
 // of the accumulator) is added into a float outer accumulator rounding to nearest-even, under
 // the same conditions as a product added into a float accumulator: the lane holds the outer
@@ -41,8 +54,15 @@ struct GemmFastPlan {
   bool ok = false;       // the SIMD path computes this spec exactly
   bool f32 = false;      // in fp32 lanes (else fp64)
   bool fixed = false;    // fixed-point accumulator (else float)
-  bool sr = false;       // float accumulator rounding stochastically (sr), in fp64 lanes: gemm_tile_sr
+  bool sr = false;       // float accumulator rounding stochastically (sr, srN), in fp64 lanes: gemm_tile_sr
+  bool to_odd = false;   // float accumulator: each sum formed rounded to odd, then rounded (any deterministic mode)
   QuantPlan acc;         // the accumulator's rounding plan in the lane type
+  // prod=<fmt> (deterministic modes): each exact product is rounded into it first (a vector
+  // pass per row of a tile), and the rounded products are what the accumulator takes.
+  bool prod_round = false;
+  QuantPlan prod;                     // the product format's plan in the lane type
+  int prod_kind = 0;                  // RoundVector's kind: 0 float, 1 fixed, 2 saturating float
+  const Format* prod_format = nullptr;  // the spec's (for lanes the vector rounding leaves to quantize)
   std::size_t chunk = 0; // order=chunkN: N (chunks of N steps summed in acc, then added into outer)
   QuantPlan outer;       // chunk: the outer accumulator's rounding plan in the lane type
   double fixed_lo = 0, fixed_hi = 0;  // fixed: the accumulator's range (saturation)

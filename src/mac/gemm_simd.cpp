@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "mpsim/mac.h"
 #include "mpsim/quantize.h"
@@ -236,11 +237,37 @@ void GemmPackF64F64(const QuantPlan& p, const Format& f, const double* s, std::s
 
 // ---- the kernels -----------------------------------------------------------------------
 
-// One step of one accumulator vector: acc + x * y with the accumulator's rounding (to
-// nearest-even, the only mode gemm_fast admits, so the random key plays no part); lanes the
-// vector kernel leaves to the scalar reference (none for the plans gemm_fast admits, but kept
-// exact regardless) go through quantize().
-template <bool kFixed, class D>
+// The exact sum a + b of two lane values, rounded to odd in the lane: the lane's sum s where it
+// is exact, else whichever of s and its neighbour toward the exact sum has an odd last bit
+// (TwoSum gives the exact error e = (a + b) - s; s's magnitude moves up one ulp where e has
+// s's sign, down where it has the other). Rounding the result once more into a format with at
+// least two bits fewer than the lane, in any deterministic mode, gives the correctly rounded
+// exact sum (round to odd, Boldo and Melquiond 2008): the odd lane value lies strictly between
+// the same two neighbours of the format as the exact sum, and is never their midpoint.
+// Conditions (gemm_fast.cpp): no lane overflow, and no lane-subnormal sums (TwoSum is exact).
+template <class D>
+HWY_INLINE hn::Vec<D> SumToOdd(D d, hn::Vec<D> a, hn::Vec<D> b) {
+  using TU = hn::TFromD<hn::RebindToUnsigned<D>>;
+  const hn::RebindToUnsigned<D> du;
+  const auto s = hn::Add(a, b);
+  const auto z = hn::Sub(s, a);
+  const auto e = hn::Add(hn::Sub(a, hn::Sub(s, z)), hn::Sub(b, z));
+  const auto sb = hn::BitCast(du, s);
+  const auto one = hn::Set(du, TU{1});
+  const auto inexact_even = hn::And(hn::RebindMask(du, hn::And(hn::Ne(e, hn::Zero(d)), hn::IsFinite(s))),
+                                    hn::Eq(hn::And(sb, one), hn::Zero(du)));
+  // +1 on the magnitude bits where e and s share a sign, -1 (all ones) where they do not.
+  const auto other_sign = hn::BroadcastSignBit(hn::BitCast(hn::RebindToSigned<D>(), hn::Xor(hn::BitCast(du, e), sb)));
+  const auto delta = hn::Or(hn::BitCast(du, other_sign), one);
+  return hn::BitCast(d, hn::IfThenElse(inexact_even, hn::Add(sb, delta), sb));
+}
+
+// One step of one accumulator vector: acc + x * y with the accumulator's rounding MODE (a
+// deterministic mode: the random key plays no part). kOdd: the float sum is formed rounded to
+// odd (SumToOdd) and then rounded into the accumulator; else (to nearest-even only) it is the
+// lane's own rounded sum, which Figueroa's condition makes innocuous (gemm_fast.h). Lanes the
+// vector kernel leaves to the scalar reference go through quantize() (of the same lane value).
+template <bool kFixed, RoundMode MODE, bool kOdd, class D>
 HWY_INLINE hn::Vec<D> GemmStep(D d, const GemmFastPlan& plan, const Format& acc, hn::Vec<D> a, hn::Vec<D> prod) {
   if constexpr (kFixed) {
     // Convert the product into the accumulator (clamped first: beyond the range it saturates
@@ -249,12 +276,23 @@ HWY_INLINE hn::Vec<D> GemmStep(D d, const GemmFastPlan& plan, const Format& acc,
     const auto clampv = hn::Set(d, static_cast<T>(plan.prod_clamp));
     const auto pc = hn::IfThenElse(hn::Gt(prod, clampv), clampv,
                                    hn::IfThenElse(hn::Lt(prod, hn::Neg(clampv)), hn::Neg(clampv), prod));
-    const auto qv = RoundVector<RoundMode::rne, 1>(d, plan.acc, acc, pc, nullptr, 0, RandomKey{});
+    const auto qv = RoundVector<MODE, 1>(d, plan.acc, acc, pc, nullptr, 0, RandomKey{});
     const auto s = hn::Add(a, qv);  // exact: both on the accumulator's grid
     const auto lo = hn::Set(d, static_cast<T>(plan.fixed_lo));
     const auto hi = hn::Set(d, static_cast<T>(plan.fixed_hi));
     return hn::IfThenElse(hn::Gt(s, hi), hi, hn::IfThenElse(hn::Lt(s, lo), lo, s));
+  } else if constexpr (kOdd) {
+    auto s = SumToOdd(d, a, prod);
+    if constexpr (MODE == RoundMode::rd) {
+      // An exact zero sum is -0 when rounding toward negative (IEEE 754; the reference's add),
+      // unless both addends are +0; the lane added to nearest (+0 for x + (-x)).
+      const hn::RebindToUnsigned<D> du;
+      const auto sign = hn::And(hn::Or(hn::BitCast(du, a), hn::BitCast(du, prod)), hn::BitCast(du, hn::Set(d, -0.0)));
+      s = hn::IfThenElse(hn::Eq(s, hn::Zero(d)), hn::BitCast(d, sign), s);
+    }
+    return RoundVector<MODE, 0>(d, plan.acc, acc, s, nullptr, 0, RandomKey{});
   } else {
+    static_assert(MODE == RoundMode::rne);
     return RoundVector<RoundMode::rne, 0>(d, plan.acc, acc, hn::Add(a, prod), nullptr, 0, RandomKey{});
   }
 }
@@ -358,7 +396,7 @@ HWY_INLINE bool FixedBlockFast(D d, const GemmFastPlan& plan, const T* HWY_RESTR
 
 // C[r][c] (R rows, row stride cs; c < V * N) = C[r][c] + sum over p < kc of X[r][p] * Y[p][c],
 // each step rounded into the accumulator; X has row stride xs, Y is a panel of V * N columns.
-template <bool kFixed, typename T, int R, int V>
+template <bool kFixed, RoundMode MODE, bool kOdd, typename T, int R, int V>
 HWY_NOINLINE void GemmTileRV(const GemmFastPlan& plan_in, const Format& acc, const T* HWY_RESTRICT X, std::size_t xs,
                              const T* HWY_RESTRICT Y, std::size_t kc, T* HWY_RESTRICT C, std::size_t cs) {
   const GemmFastPlan plan = plan_in;  // a local copy: its fields can stay in registers
@@ -369,10 +407,12 @@ HWY_NOINLINE void GemmTileRV(const GemmFastPlan& plan_in, const Format& acc, con
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < V; ++v) a[r * V + v] = hn::LoadU(d, C + static_cast<std::size_t>(r) * cs + static_cast<std::size_t>(v) * N);
   bool done = false;
-  if constexpr (!kFixed) {
-    if (plan.acc.rne_add_low && !plan.acc.fnuz) done = FloatBlockFast<T, R, V>(d, plan.acc, X, xs, Y, kc, a);
-  } else {
-    done = FixedBlockFast<T, R, V>(d, plan, X, xs, Y, kc, a);
+  if constexpr (MODE == RoundMode::rne && !kOdd) {
+    if constexpr (!kFixed) {
+      if (plan.acc.rne_add_low && !plan.acc.fnuz) done = FloatBlockFast<T, R, V>(d, plan.acc, X, xs, Y, kc, a);
+    } else {
+      done = FixedBlockFast<T, R, V>(d, plan, X, xs, Y, kc, a);
+    }
   }
   if (!done) {
     for (std::size_t p = 0; p < kc; ++p) {
@@ -381,7 +421,8 @@ HWY_NOINLINE void GemmTileRV(const GemmFastPlan& plan_in, const Format& acc, con
         const auto xv = hn::Set(d, X[static_cast<std::size_t>(r) * xs + p]);
         for (int v = 0; v < V; ++v) {
           // The product is exact (gemm_fast.h).
-          a[r * V + v] = GemmStep<kFixed>(d, plan, acc, a[r * V + v], hn::Mul(xv, hn::LoadU(d, y + static_cast<std::size_t>(v) * N)));
+          a[r * V + v] = GemmStep<kFixed, MODE, kOdd>(d, plan, acc, a[r * V + v],
+                                                      hn::Mul(xv, hn::LoadU(d, y + static_cast<std::size_t>(v) * N)));
         }
       }
     }
@@ -439,7 +480,11 @@ HWY_NOINLINE void SrFixLanes(const Format& acc, const double* a, const double* p
 // word w: up if w < floor(2^32 f), down if w > it, and where they are equal and f has bits
 // below 2^-32 the next words decide (the reference, probability 2^-32). The result keeps s's
 // sign (a zero sum of opposite terms is +0, as in the reference: s carries it).
-template <class D>
+//
+// kSrn: the accumulator rounds with srN instead (hardware style: the top N bits of the same
+// word added to the fraction's top N bits, floor(2^N f) = floor(2^32 f) >> (32 - N)), up iff
+// floor(2^N f) + (w >> (32 - N)) >= 2^N, as the reference's take_hi; no tie needs more words.
+template <bool kSrn, class D>
 HWY_INLINE hn::Vec<D> SrStep(D d, const QuantPlan& q, const Format& acc, hn::Vec<D> a, hn::Vec<D> prod,
                              hn::Vec<hn::RebindToUnsigned<D>> w, const std::uint64_t* outs, std::uint64_t step,
                              const RandomKey& key) {
@@ -458,13 +503,21 @@ HWY_INLINE hn::Vec<D> SrStep(D d, const QuantPlan& q, const Format& acc, hn::Vec
   const auto F = hn::Mul(hn::Sub(r, K), hn::Set(d, 4294967296.0));
   const auto F0 = hn::Floor(F);
   const auto wd = hn::ConvertTo(d, hn::BitCast(di, w));
-  const auto up = hn::Lt(wd, F0);
+  hn::Mask<D> up;
+  if constexpr (kSrn) {
+    const int n = q.rounding.param;
+    const auto kept = hn::ShiftRightSame(hn::BitCast(du, hn::ConvertTo(di, F0)), 32 - n);
+    const auto rnd = hn::ShiftRightSame(w, 32 - n);
+    up = hn::RebindMask(d, hn::Not(hn::Lt(hn::Add(kept, rnd), hn::Set(du, std::uint64_t{1} << n))));
+  } else {
+    up = hn::Lt(wd, F0);
+  }
   const auto mag = hn::Mul(hn::Add(K, hn::IfThenElseZero(up, hn::Set(d, 1.0))), quantum);
   auto y = hn::BitCast(d, hn::OrAnd(hn::BitCast(du, mag), hn::BitCast(du, s), hn::Set(du, std::uint64_t{1} << 63)));
   // To the reference: an inexact lane sum, |s| beyond the largest value (or not finite, or
   // NaN: the comparison is false), and ties of the first random word.
-  const auto fb = hn::Or(hn::Or(hn::Ne(e, hn::Zero(d)), hn::Not(hn::Le(as, hn::Set(d, q.max_value)))),
-                         hn::And(hn::Eq(wd, F0), hn::Ne(F, F0)));
+  auto fb = hn::Or(hn::Ne(e, hn::Zero(d)), hn::Not(hn::Le(as, hn::Set(d, q.max_value))));
+  if constexpr (!kSrn) fb = hn::Or(fb, hn::And(hn::Eq(wd, F0), hn::Ne(F, F0)));
   if (HWY_UNLIKELY(!hn::AllFalse(d, fb))) {
     constexpr std::size_t kMax = HWY_MAX_BYTES / sizeof(double);
     alignas(64) double av[kMax], pv[kMax], yv[kMax];
@@ -481,7 +534,7 @@ HWY_INLINE hn::Vec<D> SrStep(D d, const QuantPlan& q, const Format& acc, hn::Vec
   return y;
 }
 
-template <int R, int V>
+template <bool kSrn, int R, int V>
 HWY_NOINLINE void GemmTileSrRV(const GemmFastPlan& plan_in, const Format& acc, const double* HWY_RESTRICT X, std::size_t xs,
                                const double* HWY_RESTRICT Y, std::size_t kc, double* HWY_RESTRICT C, std::size_t cs,
                                const GemmSrTile& t) {
@@ -526,7 +579,7 @@ HWY_NOINLINE void GemmTileSrRV(const GemmFastPlan& plan_in, const Format& acc, c
 #endif
         // The product is exact (gemm_fast.h).
         const auto prod = hn::Mul(xv, hn::LoadU(d, y + static_cast<std::size_t>(v) * N));
-        a[r * V + v] = SrStep(d, q, acc, a[r * V + v], prod, w, outs + i, step, t.key);
+        a[r * V + v] = SrStep<kSrn>(d, q, acc, a[r * V + v], prod, w, outs + i, step, t.key);
       }
     }
   }
@@ -536,7 +589,23 @@ HWY_NOINLINE void GemmTileSrRV(const GemmFastPlan& plan_in, const Format& acc, c
 
 void GemmTileSrF64(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const double* X,
                    std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs, const GemmSrTile& t) {
-#define MPSIM_TILE(r, v) return GemmTileSrRV<r, v>(plan, acc, X, xs, Y, kc, C, cs, t)
+  if (plan.acc.rounding.mode == RoundMode::srn) {
+    // srN: one row at a time (the one-row tiles only), each row its own outputs' keys.
+    for (std::size_t r = 0; r < R; ++r) {
+      GemmSrTile tr = t;
+      tr.out0 = t.out0 + r * t.out_rs;
+      const double* const x = X + r * xs;
+      double* const c = C + r * cs;
+      switch (V) {
+        case 8: GemmTileSrRV<true, 1, 8>(plan, acc, x, xs, Y, kc, c, cs, tr); break;
+        case 4: GemmTileSrRV<true, 1, 4>(plan, acc, x, xs, Y, kc, c, cs, tr); break;
+        case 2: GemmTileSrRV<true, 1, 2>(plan, acc, x, xs, Y, kc, c, cs, tr); break;
+        default: GemmTileSrRV<true, 1, 1>(plan, acc, x, xs, Y, kc, c, cs, tr); break;
+      }
+    }
+    return;
+  }
+#define MPSIM_TILE(r, v) return GemmTileSrRV<false, r, v>(plan, acc, X, xs, Y, kc, C, cs, t)
   switch (V) {
     case 8: MPSIM_TILE(1, 8);
     case 4:
@@ -564,10 +633,99 @@ void GemmTileSrF64(const GemmFastPlan& plan, const Format& acc, std::size_t R, s
 #undef MPSIM_TILE
 }
 
+// The other deterministic modes (and to nearest-even through SumToOdd): one row at a time (rows
+// are independent outputs), so that only the four one-row tiles are compiled per mode.
+template <bool kFixed, RoundMode MODE, bool kOdd, typename T>
+void GemmTileRows(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const T* X, std::size_t xs,
+                  const T* Y, std::size_t kc, T* C, std::size_t cs) {
+  for (std::size_t r = 0; r < R; ++r) {
+    const T* const x = X + r * xs;
+    T* const c = C + r * cs;
+    switch (V) {
+      case 8: GemmTileRV<kFixed, MODE, kOdd, T, 1, 8>(plan, acc, x, xs, Y, kc, c, cs); break;
+      case 4: GemmTileRV<kFixed, MODE, kOdd, T, 1, 4>(plan, acc, x, xs, Y, kc, c, cs); break;
+      case 2: GemmTileRV<kFixed, MODE, kOdd, T, 1, 2>(plan, acc, x, xs, Y, kc, c, cs); break;
+      default: GemmTileRV<kFixed, MODE, kOdd, T, 1, 1>(plan, acc, x, xs, Y, kc, c, cs); break;
+    }
+  }
+}
+
+// prod=<fmt>: out[p * W + c] = round_prod(x[p] * Y[p * W + c]) for p < kc, c < W (the exact
+// product rounded into the product format, lanes the vector rounding cannot decide by quantize).
+template <RoundMode PMODE, int kKind, typename T>
+HWY_NOINLINE void RoundProductsRow(const QuantPlan& plan, const Format& f, const T* HWY_RESTRICT x,
+                                   const T* HWY_RESTRICT Y, std::size_t kc, std::size_t W, T* HWY_RESTRICT out) {
+  const QuantPlan p = plan;  // a local copy: its fields can stay in registers
+  const hn::ScalableTag<T> d;
+  const std::size_t N = hn::Lanes(d);
+  for (std::size_t k = 0; k < kc; ++k) {
+    const auto xv = hn::Set(d, x[k]);
+    for (std::size_t c = 0; c < W; c += N) {
+      // The product is exact in the lane (gemm_fast.h).
+      const auto prod = hn::Mul(xv, hn::LoadU(d, Y + k * W + c));
+      hn::StoreU(RoundVector<PMODE, kKind>(d, p, f, prod, nullptr, 0, RandomKey{}), d, out + k * W + c);
+    }
+  }
+}
+
+template <typename T>
+void RoundProducts(const GemmFastPlan& plan, const T* x, const T* Y, std::size_t kc, std::size_t W, T* out) {
+#define MPSIM_PROD_MODE(m)                                                                                     \
+  case RoundMode::m:                                                                                           \
+    if (plan.prod_kind == 1) return RoundProductsRow<RoundMode::m, 1>(plan.prod, *plan.prod_format, x, Y, kc, W, out); \
+    if (plan.prod_kind == 2) return RoundProductsRow<RoundMode::m, 2>(plan.prod, *plan.prod_format, x, Y, kc, W, out); \
+    return RoundProductsRow<RoundMode::m, 0>(plan.prod, *plan.prod_format, x, Y, kc, W, out);
+  switch (plan.prod.rounding.mode) {
+    MPSIM_PROD_MODE(rne)
+    MPSIM_PROD_MODE(rna)
+    MPSIM_PROD_MODE(rz)
+    MPSIM_PROD_MODE(ru)
+    MPSIM_PROD_MODE(rd)
+    MPSIM_PROD_MODE(ro)
+    default: HWY_ASSERT(false);  // gemm_fast admits deterministic product roundings only
+  }
+#undef MPSIM_PROD_MODE
+}
+
+template <bool kFixed, typename T>
+void GemmTileAny(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const T* X, std::size_t xs,
+                 const T* Y, std::size_t kc, T* C, std::size_t cs);
+
+// prod=<fmt>: row by row, the row's products rounded into a buffer, which the accumulating
+// kernel then takes as its panel with a row of ones (1 * v = v exactly): each step adds the
+// rounded product, as the reference does.
+template <bool kFixed, typename T>
+void GemmTileRoundedProducts(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const T* X,
+                             std::size_t xs, const T* Y, std::size_t kc, T* C, std::size_t cs) {
+  const std::size_t W = V * hn::Lanes(hn::ScalableTag<T>());
+  thread_local std::vector<T> products, ones;  // grow-only, per thread
+  if (products.size() < kc * W) products.resize(kc * W);
+  if (ones.size() < kc) ones.assign(kc, T(1));
+  GemmFastPlan inner = plan;
+  inner.prod_round = false;
+  for (std::size_t r = 0; r < R; ++r) {
+    RoundProducts(plan, X + r * xs, Y, kc, W, products.data());
+    GemmTileAny<kFixed, T>(inner, acc, 1, V, ones.data(), 0, products.data(), kc, C + r * cs, cs);
+  }
+}
+
 template <bool kFixed, typename T>
 void GemmTileAny(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const T* X, std::size_t xs,
              const T* Y, std::size_t kc, T* C, std::size_t cs) {
-#define MPSIM_TILE(r, v) return GemmTileRV<kFixed, T, r, v>(plan, acc, X, xs, Y, kc, C, cs)
+  if (plan.prod_round) return GemmTileRoundedProducts<kFixed, T>(plan, acc, R, V, X, xs, Y, kc, C, cs);
+  const RoundMode mode = plan.acc.rounding.mode;
+  if (mode != RoundMode::rne || plan.to_odd) {
+    switch (mode) {
+      case RoundMode::rne: return GemmTileRows<kFixed, RoundMode::rne, !kFixed>(plan, acc, R, V, X, xs, Y, kc, C, cs);
+      case RoundMode::rna: return GemmTileRows<kFixed, RoundMode::rna, !kFixed>(plan, acc, R, V, X, xs, Y, kc, C, cs);
+      case RoundMode::rz: return GemmTileRows<kFixed, RoundMode::rz, !kFixed>(plan, acc, R, V, X, xs, Y, kc, C, cs);
+      case RoundMode::ru: return GemmTileRows<kFixed, RoundMode::ru, !kFixed>(plan, acc, R, V, X, xs, Y, kc, C, cs);
+      case RoundMode::rd: return GemmTileRows<kFixed, RoundMode::rd, !kFixed>(plan, acc, R, V, X, xs, Y, kc, C, cs);
+      case RoundMode::ro: return GemmTileRows<kFixed, RoundMode::ro, !kFixed>(plan, acc, R, V, X, xs, Y, kc, C, cs);
+      default: HWY_ASSERT(false);  // gemm_fast admits no other mode here
+    }
+  }
+#define MPSIM_TILE(r, v) return GemmTileRV<kFixed, RoundMode::rne, false, T, r, v>(plan, acc, X, xs, Y, kc, C, cs)
   switch (V) {
     case 8: MPSIM_TILE(1, 8);
     case 4:
