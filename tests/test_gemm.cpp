@@ -122,7 +122,10 @@ TEST(Gemm, SimdKernelsEqualTheReference) {
                          // multiplier, a saturating product, products into fixed point
                          "in=e5m2 prod=e6m5 acc=e6m5", "in=e4m3 prod=e5m2 acc=fp16", "in=e5m2:cfg5 prod=e5m2:cfg2 acc=e6m5",
                          "in=fp16 prod=bf16@rz acc=fp32", "in=e4m3 prod=e4m3@ru acc=q8.13", "in=e5m2 prod=e5m2:sat@rd acc=e6m5@rz",
-                         "in=bf16 prod=bf16@ro acc=bf16@rna", "in=e4m3fn prod=e3m2fn acc=fp16", "in=int8 prod=q4.4 acc=q8.8"};
+                         "in=bf16 prod=bf16@ro acc=bf16@rna", "in=e4m3fn prod=e3m2fn acc=fp16", "in=int8 prod=q4.4 acc=q8.8",
+                         // Kahan's compensated summation, every operation rounded into acc
+                         "in=e5m2 acc=e6m5 order=kahan", "in=e4m3 acc=bf16@rz order=kahan", "in=e5m2:cfg5 acc=fp16@rd order=kahan",
+                         "in=fp16 prod=bf16 acc=fp32 order=kahan", "in=e5m2 acc=e5m2:sat@ru order=kahan"};
   std::mt19937_64 g(2024);
   std::uniform_int_distribution<std::size_t> dim(1, 40), kdim(1, 200);
   for (const char* text : specs) {
@@ -163,7 +166,9 @@ TEST(Gemm, ChunkedOrderEqualsTheReference) {
                          "in=e5m2 acc=q8.13 order=chunk16 outer=fp32", "in=e5m2:cfg5 acc=fp32 order=chunk50",
                          "in=e5m2 acc=e6m5 order=chunk784 outer=fp32 out=bf16", "in=e5m2 acc=e5m5 order=chunk5 outer=fp16",
                          "in=e5m2 acc=e6m5@rz order=chunk8 outer=fp32", "in=e4m3fn acc=e6m5@rd order=chunk6 outer=fp16",
-                         "in=e5m2 acc=q8.13@ru order=chunk4 outer=fp32"};
+                         "in=e5m2 acc=q8.13@ru order=chunk4 outer=fp32",
+                         // not chunked: Kahan's compensation carried across depth blocks
+                         "in=e5m2 acc=e6m5 order=kahan", "in=e4m3 acc=fp16@rd order=kahan"};
   std::mt19937_64 g(77);
   std::uniform_int_distribution<std::size_t> dim(1, 12), kdim(1, 300);
   int cases = 0;
@@ -453,7 +458,8 @@ TEST(Gemm, ExactlyCancellingSumsTakeTheModesZeroSign) {
   const std::vector<double> A = {1.5, -1.5, 0.0, 0.0, -0.75, 0.75, 0.0, 0.0, 0.0};
   const std::vector<double> B = {1.0, 1.0, 1.0};  // k = 3, n = 1
   for (const char* text : {"in=e5m2 acc=e6m5@rd", "in=e5m2 acc=e6m5@ru", "in=e5m2 acc=e6m5@rz", "in=e4m3fn acc=e6m5",
-                           "in=e5m2 acc=q8.13@rd", "in=e5m2 prod=e6m5@rd acc=fp16@rd", "in=e5m2 acc=e6m5@rd order=chunk2 outer=fp32"}) {
+                           "in=e5m2 acc=q8.13@rd", "in=e5m2 prod=e6m5@rd acc=fp16@rd", "in=e5m2 acc=e6m5@rd order=chunk2 outer=fp32",
+                           "in=e5m2 acc=e6m5@rd order=kahan"}) {
     const MacSpec spec = MacSpec::parse(text);
     ASSERT_TRUE(gemm_is_vectorized(spec)) << text;
     std::vector<double> want(3), got(3);
@@ -524,7 +530,7 @@ TEST(Gemm, FixedPointAccumulatorsSaturateAndRoundTies) {
 }
 
 TEST(Gemm, SpecsOutsideTheKernelsRunThroughTheReference) {
-  for (const char* text : {"in=e5m2 acc=e6m5 order=tree8", "in=fp64 acc=fp64", "in=fp32 acc=fp64@rz",
+  for (const char* text : {"in=e5m2 acc=e6m5 order=tree8", "in=e5m2 acc=q8.13 order=kahan", "in=e5m2 acc=e6m5@sr order=kahan", "in=fp64 acc=fp64", "in=fp32 acc=fp64@rz",
                            "in=e5m2 acc=fp16 order=chunk8 outer=e6m5", "in=e5m2 acc=e6m5@sr order=chunk8",
                            "in=e5m2 prod=e6m5@sr acc=e6m5", "in=e5m2 acc=exact", "in=e5m2:cfg2 acc=e6m5", "in=e5m2 acc=q8.13:wrap"}) {
     EXPECT_FALSE(gemm_is_vectorized(MacSpec::parse(text))) << text;

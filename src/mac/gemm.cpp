@@ -284,6 +284,7 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
   // (chunkN: the running chunk sums there, and the outer totals at the same place in tbuf).
   const auto init_acc = [&](std::size_t qa, std::size_t qb, std::size_t r0, std::size_t r1, L* abuf, L* tbuf) {
     if (G) std::fill(abuf, abuf + (r1 - r0) * slab_w, L(0));
+    if (plan.kahan) std::fill(tbuf, tbuf + (r1 - r0) * slab_w, L(0));  // the compensations start at +0
     for (std::size_t r = r0; r < r1; ++r) {
       for (std::size_t q = qa; q < qb; ++q) {
         const std::size_t wq = width(q), c0 = q * W, real = std::min(wq, cols - c0);
@@ -349,7 +350,8 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
     Workspace& own = workspace();
     L* const sbuf = own.slab.get<L>(kc * slab_w);
     L* const abuf = own.acc.get<L>(rg * slab_w);
-    L* const tbuf = G ? own.outer.get<L>(rg * slab_w) : nullptr;
+    // chunkN: the outer totals; kahan: the compensations.
+    L* const tbuf = G || plan.kahan ? own.outer.get<L>(rg * slab_w) : nullptr;
     L* const obuf = shared_x ? nullptr : own.own_x.get<L>(rg * kc);
     const auto tasks = static_cast<std::int64_t>(slabs * ngroups);
 #pragma omp for schedule(dynamic, 1)
@@ -379,6 +381,11 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
                 detail::gemm_tile_sr(plan, acc, std::min(rmax, r1 - r), vq, x, shared_x ? k : kb, panel, kb, c, slab_w, st);
                 continue;
               }
+            }
+            if (plan.kahan) {
+              detail::gemm_tile_kahan(plan, acc, std::min(rmax, r1 - r), vq, x, shared_x ? k : kb, panel, kb, c,
+                                      tbuf + (c - abuf), slab_w);
+              continue;
             }
             if (G == 0) {
               detail::gemm_tile(plan, acc, std::min(rmax, r1 - r), vq, x, shared_x ? k : kb, panel, kb, c, slab_w);

@@ -106,12 +106,16 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
     return plan;
   };
   if (spec.block) return no("block-format inputs (gemm_block.cpp)");
-  if (spec.order.kind != MacOrderKind::seq && spec.order.kind != MacOrderKind::chunk) return no("order is not seq or chunkN");
+  if (spec.order.kind != MacOrderKind::seq && spec.order.kind != MacOrderKind::chunk && spec.order.kind != MacOrderKind::kahan) {
+    return no("order is treeN or ftreeN");
+  }
+  const bool kahan = spec.order.kind == MacOrderKind::kahan;
+  if (kahan && (!spec.acc || spec.acc->kind() != FormatKind::floating)) return no("order=kahan without a float accumulator");
   if (spec.prod && spec.prod->rounding().stochastic()) return no("prod= rounds the product stochastically");
   if (!spec.acc) return no("acc=exact");
   const Format& acc = *spec.acc;
   if (acc.rounding().stochastic()) {
-    if (spec.order.kind != MacOrderKind::seq) return no("a stochastic accumulator with order=chunkN");
+    if (spec.order.kind != MacOrderKind::seq) return no("a stochastic accumulator with order=chunkN or kahan");
     return plan_sr(spec, plan);
   }
   const RoundMode mode = acc.rounding().mode;
@@ -175,10 +179,12 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
                              std::min(add_quantum, rc.quantum) * std::ldexp(1.0, lane.P) >= describe(acc).min_normal;
       // Else round to odd: two bits more in the lane than in the accumulator (sums are never
       // lane-subnormal and never overflow: checked above).
-      if (!innocuous) {
+      if (!innocuous || kahan) {
         if (rc.bits + 2 > lane.P) continue;
         plan.to_odd = true;
       }
+      // Kahan's t - sum reaches twice the largest value.
+      if (kahan && 2 * rc.max + add_max > lane.max / 2) continue;
     }
     plan.acc = make_plan(acc, lane.carrier);
     if (plan.acc.kind == PlanKind::scalar || (plan.fixed && plan.acc.kind != PlanKind::fixed) ||
@@ -198,6 +204,7 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
     }
     plan.f32 = lane.carrier == Carrier::fp32;
     plan.chunk = spec.order.kind == MacOrderKind::chunk ? spec.order.n : 0;
+    plan.kahan = kahan;
     plan.ok = true;
     plan.why = "";
     return plan;

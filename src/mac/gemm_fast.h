@@ -39,6 +39,10 @@
 // the same conditions as a product added into a float accumulator: the lane holds the outer
 // sum with at least 2p + 2 bits and the chunk sum has at most p bits (innocuous double
 // rounding again).
+// `order=kahan` runs with a float accumulator in any deterministic mode: each of the four
+// operations of a step is an exact sum of two lane values rounded to odd and then into the
+// accumulator (the lane keeps two more bits, and sums of up to twice the largest value plus
+// a product never overflow it).
 // Everything else goes through the exact reference (gemm.cpp decides).
 #pragma once
 
@@ -56,6 +60,7 @@ struct GemmFastPlan {
   bool fixed = false;    // fixed-point accumulator (else float)
   bool sr = false;       // float accumulator rounding stochastically (sr, srN), in fp64 lanes: gemm_tile_sr
   bool to_odd = false;   // float accumulator: each sum formed rounded to odd, then rounded (any deterministic mode)
+  bool kahan = false;    // order=kahan: float accumulator, to_odd, gemm_tile_kahan
   QuantPlan acc;         // the accumulator's rounding plan in the lane type
   // prod=<fmt> (deterministic modes): each exact product is rounded into it first (a vector
   // pass per row of a tile), and the rounded products are what the accumulator takes.
@@ -115,6 +120,14 @@ struct GemmSrTile {
 // (docs/mac.md section 5), as the reference does.
 void gemm_tile_sr(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const double* X,
                   std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs, const GemmSrTile& t);
+
+// order=kahan (plan.kahan): gemm_tile's contract, with Kahan's compensated summation (every
+// operation rounded into the accumulator, docs/mac.md section 3); C holds the sums and Cc the
+// compensations (row stride cs both), carried from one block of p to the next.
+void gemm_tile_kahan(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const float* X,
+                     std::size_t xs, const float* Y, std::size_t kc, float* C, float* Cc, std::size_t cs);
+void gemm_tile_kahan(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const double* X,
+                     std::size_t xs, const double* Y, std::size_t kc, double* C, double* Cc, std::size_t cs);
 
 // Lanes of a vector of the dispatched target.
 std::size_t gemm_lanes_f32();

@@ -753,6 +753,97 @@ void GemmTileAny(const GemmFastPlan& plan, const Format& acc, std::size_t R, std
 #undef MPSIM_TILE
 }
 
+// ---- order=kahan (float accumulators, deterministic modes) ----------------------------------
+
+// Kahan's compensated summation with every operation rounded into the accumulator (docs/mac.md
+// section 3): y = p - c, t = sum + y, d = t - sum, c = d - y, sum = t. Each operation is an
+// exact sum of two lane values, rounded to odd in the lane and then into the accumulator
+// (GemmStep's kOdd path: exact in every deterministic mode, -0 for exact zeros under rd), as
+// the reference rounds each exact result once. sum lives in C and the compensation c in Cc,
+// both carried from block to block of p. One row of V vectors.
+template <RoundMode MODE, typename T, int V>
+HWY_NOINLINE void GemmTileKahanV(const GemmFastPlan& plan_in, const Format& acc, const T* HWY_RESTRICT X,
+                                 const T* HWY_RESTRICT Y, std::size_t kc, T* HWY_RESTRICT C, T* HWY_RESTRICT Cc) {
+  const GemmFastPlan plan = plan_in;
+  const hn::ScalableTag<T> d;
+  const std::size_t N = hn::Lanes(d);
+  hn::Vec<decltype(d)> sum[V], c[V];
+  for (int v = 0; v < V; ++v) {
+    sum[v] = hn::LoadU(d, C + static_cast<std::size_t>(v) * N);
+    c[v] = hn::LoadU(d, Cc + static_cast<std::size_t>(v) * N);
+  }
+  const auto round_sum = [&](hn::Vec<decltype(d)> a, hn::Vec<decltype(d)> b) {
+    return GemmStep<false, MODE, true>(d, plan, acc, a, b);
+  };
+  for (std::size_t p = 0; p < kc; ++p) {
+    const auto xv = hn::Set(d, X[p]);
+    const T* y_row = Y + p * static_cast<std::size_t>(V) * N;
+    for (int v = 0; v < V; ++v) {
+      const auto prod = hn::Mul(xv, hn::LoadU(d, y_row + static_cast<std::size_t>(v) * N));  // exact (gemm_fast.h)
+      const auto y = round_sum(prod, hn::Neg(c[v]));
+      const auto t = round_sum(sum[v], y);
+      const auto dd = round_sum(t, hn::Neg(sum[v]));
+      c[v] = round_sum(dd, hn::Neg(y));
+      sum[v] = t;
+    }
+  }
+  for (int v = 0; v < V; ++v) {
+    hn::StoreU(sum[v], d, C + static_cast<std::size_t>(v) * N);
+    hn::StoreU(c[v], d, Cc + static_cast<std::size_t>(v) * N);
+  }
+}
+
+template <RoundMode MODE, typename T>
+void GemmTileKahanRows(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const T* X,
+                       std::size_t xs, const T* Y, std::size_t kc, T* C, T* Cc, std::size_t cs) {
+  for (std::size_t r = 0; r < R; ++r) {
+    const T* const x = X + r * xs;
+    switch (V) {
+      case 8: GemmTileKahanV<MODE, T, 8>(plan, acc, x, Y, kc, C + r * cs, Cc + r * cs); break;
+      case 4: GemmTileKahanV<MODE, T, 4>(plan, acc, x, Y, kc, C + r * cs, Cc + r * cs); break;
+      case 2: GemmTileKahanV<MODE, T, 2>(plan, acc, x, Y, kc, C + r * cs, Cc + r * cs); break;
+      default: GemmTileKahanV<MODE, T, 1>(plan, acc, x, Y, kc, C + r * cs, Cc + r * cs); break;
+    }
+  }
+}
+
+template <typename T>
+void GemmTileKahanAny(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const T* X,
+                      std::size_t xs, const T* Y, std::size_t kc, T* C, T* Cc, std::size_t cs) {
+  if (plan.prod_round) {
+    // Rounded products first, row by row, then the summation with a row of ones.
+    const std::size_t W = V * hn::Lanes(hn::ScalableTag<T>());
+    thread_local std::vector<T> products, ones;  // grow-only, per thread
+    if (products.size() < kc * W) products.resize(kc * W);
+    if (ones.size() < kc) ones.assign(kc, T(1));
+    GemmFastPlan inner = plan;
+    inner.prod_round = false;
+    for (std::size_t r = 0; r < R; ++r) {
+      RoundProducts(plan, X + r * xs, Y, kc, W, products.data());
+      GemmTileKahanAny<T>(inner, acc, 1, V, ones.data(), 0, products.data(), kc, C + r * cs, Cc + r * cs, cs);
+    }
+    return;
+  }
+  switch (plan.acc.rounding.mode) {
+    case RoundMode::rne: return GemmTileKahanRows<RoundMode::rne>(plan, acc, R, V, X, xs, Y, kc, C, Cc, cs);
+    case RoundMode::rna: return GemmTileKahanRows<RoundMode::rna>(plan, acc, R, V, X, xs, Y, kc, C, Cc, cs);
+    case RoundMode::rz: return GemmTileKahanRows<RoundMode::rz>(plan, acc, R, V, X, xs, Y, kc, C, Cc, cs);
+    case RoundMode::ru: return GemmTileKahanRows<RoundMode::ru>(plan, acc, R, V, X, xs, Y, kc, C, Cc, cs);
+    case RoundMode::rd: return GemmTileKahanRows<RoundMode::rd>(plan, acc, R, V, X, xs, Y, kc, C, Cc, cs);
+    case RoundMode::ro: return GemmTileKahanRows<RoundMode::ro>(plan, acc, R, V, X, xs, Y, kc, C, Cc, cs);
+    default: HWY_ASSERT(false);  // gemm_fast admits deterministic modes only
+  }
+}
+
+void GemmTileKahanF32(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const float* X,
+                      std::size_t xs, const float* Y, std::size_t kc, float* C, float* Cc, std::size_t cs) {
+  GemmTileKahanAny(plan, acc, R, V, X, xs, Y, kc, C, Cc, cs);
+}
+void GemmTileKahanF64(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const double* X,
+                      std::size_t xs, const double* Y, std::size_t kc, double* C, double* Cc, std::size_t cs) {
+  GemmTileKahanAny(plan, acc, R, V, X, xs, Y, kc, C, Cc, cs);
+}
+
 void GemmTileF32(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const float* X, std::size_t xs,
              const float* Y, std::size_t kc, float* C, std::size_t cs) {
   if (plan.fixed) GemmTileAny<true>(plan, acc, R, V, X, xs, Y, kc, C, cs);
@@ -785,6 +876,8 @@ HWY_EXPORT(GemmPackColsF64F64);
 HWY_EXPORT(GemmTileF32);
 HWY_EXPORT(GemmTileF64);
 HWY_EXPORT(GemmTileSrF64);
+HWY_EXPORT(GemmTileKahanF32);
+HWY_EXPORT(GemmTileKahanF64);
 HWY_EXPORT(GemmLanesF32);
 HWY_EXPORT(GemmLanesF64);
 
@@ -827,6 +920,14 @@ void gemm_tile(const GemmFastPlan& plan, const Format& acc, std::size_t rows, st
 void gemm_tile_sr(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const double* X,
                   std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs, const GemmSrTile& t) {
   HWY_DYNAMIC_DISPATCH(GemmTileSrF64)(plan, acc, rows, vecs, X, xs, Y, kc, C, cs, t);
+}
+void gemm_tile_kahan(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const float* X,
+                     std::size_t xs, const float* Y, std::size_t kc, float* C, float* Cc, std::size_t cs) {
+  HWY_DYNAMIC_DISPATCH(GemmTileKahanF32)(plan, acc, rows, vecs, X, xs, Y, kc, C, Cc, cs);
+}
+void gemm_tile_kahan(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const double* X,
+                     std::size_t xs, const double* Y, std::size_t kc, double* C, double* Cc, std::size_t cs) {
+  HWY_DYNAMIC_DISPATCH(GemmTileKahanF64)(plan, acc, rows, vecs, X, xs, Y, kc, C, Cc, cs);
 }
 std::size_t gemm_lanes_f32() { return HWY_DYNAMIC_DISPATCH(GemmLanesF32)(); }
 std::size_t gemm_lanes_f64() { return HWY_DYNAMIC_DISPATCH(GemmLanesF64)(); }
