@@ -168,7 +168,11 @@ TEST(Gemm, ChunkedOrderEqualsTheReference) {
                          "in=e5m2 acc=e6m5@rz order=chunk8 outer=fp32", "in=e4m3fn acc=e6m5@rd order=chunk6 outer=fp16",
                          "in=e5m2 acc=q8.13@ru order=chunk4 outer=fp32",
                          // not chunked: Kahan's compensation carried across depth blocks
-                         "in=e5m2 acc=e6m5 order=kahan", "in=e4m3 acc=fp16@rd order=kahan"};
+                         "in=e5m2 acc=e6m5 order=kahan", "in=e4m3 acc=fp16@rd order=kahan",
+                         // adder trees per group (groups of one pass the product; groups larger than a block)
+                         "in=e5m2 acc=e6m5 order=tree4 outer=fp32", "in=e4m3 acc=fp16@rz order=tree8 outer=fp32",
+                         "in=e5m2 acc=e6m5 order=tree3", "in=e5m2 prod=e6m5 acc=e6m5@rd order=tree16 outer=fp32",
+                         "in=e5m2 acc=bf16 order=tree1 outer=fp32", "in=e5m2 acc=e5m5@ru order=tree300 outer=fp32"};
   std::mt19937_64 g(77);
   std::uniform_int_distribution<std::size_t> dim(1, 12), kdim(1, 300);
   int cases = 0;
@@ -530,7 +534,7 @@ TEST(Gemm, FixedPointAccumulatorsSaturateAndRoundTies) {
 }
 
 TEST(Gemm, SpecsOutsideTheKernelsRunThroughTheReference) {
-  for (const char* text : {"in=e5m2 acc=e6m5 order=tree8", "in=e5m2 acc=q8.13 order=kahan", "in=e5m2 acc=e6m5@sr order=kahan", "in=fp64 acc=fp64", "in=fp32 acc=fp64@rz",
+  for (const char* text : {"in=e5m2 acc=e6m5 order=ftree8", "in=e5m2 acc=q8.13 order=tree4 outer=fp32", "in=e5m2 acc=q8.13 order=kahan", "in=e5m2 acc=e6m5@sr order=kahan", "in=fp64 acc=fp64", "in=fp32 acc=fp64@rz",
                            "in=e5m2 acc=fp16 order=chunk8 outer=e6m5", "in=e5m2 acc=e6m5@sr order=chunk8",
                            "in=e5m2 prod=e6m5@sr acc=e6m5", "in=e5m2 acc=exact", "in=e5m2:cfg2 acc=e6m5", "in=e5m2 acc=q8.13:wrap"}) {
     EXPECT_FALSE(gemm_is_vectorized(MacSpec::parse(text))) << text;

@@ -210,8 +210,9 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
   if (G == 0) {
     const std::size_t nkb = ceil_div(k, kc_want), len = ceil_div(k, nkb);
     for (std::size_t p = 0; p < k; p += len) kblocks.emplace_back(p, std::min(len, k - p));
-  } else if (G <= kc_want) {
-    const std::size_t len = (kc_want / G) * G;
+  } else if (G <= kc_want || plan.tree) {
+    // (A tree needs a whole group at once: its blocks hold whole groups, one at least.)
+    const std::size_t len = std::max<std::size_t>(1, kc_want / G) * G;
     for (std::size_t p = 0; p < k; p += len) kblocks.emplace_back(p, std::min(len, k - p));
   } else {
     for (std::size_t c0 = 0; c0 < k; c0 += G) {
@@ -394,8 +395,13 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
             // Chunk by chunk: the steps up to the next chunk end, then the fold at that end.
             for (std::size_t s0 = p0; s0 < p0 + kb;) {
               const std::size_t s1 = std::min(p0 + kb, (s0 / G + 1) * G);
-              detail::gemm_tile(plan, acc, std::min(rmax, r1 - r), vq, x + (s0 - p0), shared_x ? k : kb,
-                                panel + (s0 - p0) * width(q), s1 - s0, c, slab_w);
+              if (plan.tree) {
+                detail::gemm_tile_tree(plan, acc, std::min(rmax, r1 - r), vq, x + (s0 - p0), shared_x ? k : kb,
+                                       panel + (s0 - p0) * width(q), s1 - s0, c, slab_w);
+              } else {
+                detail::gemm_tile(plan, acc, std::min(rmax, r1 - r), vq, x + (s0 - p0), shared_x ? k : kb,
+                                  panel + (s0 - p0) * width(q), s1 - s0, c, slab_w);
+              }
               if (s1 % G == 0 || s1 == k) fold(std::min(rmax, r1 - r), width(q), c, tbuf + (c - abuf));
               s0 = s1;
             }

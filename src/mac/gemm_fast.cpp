@@ -106,11 +106,11 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
     return plan;
   };
   if (spec.block) return no("block-format inputs (gemm_block.cpp)");
-  if (spec.order.kind != MacOrderKind::seq && spec.order.kind != MacOrderKind::chunk && spec.order.kind != MacOrderKind::kahan) {
-    return no("order is treeN or ftreeN");
-  }
+  if (spec.order.kind == MacOrderKind::ftree) return no("order is ftreeN");
   const bool kahan = spec.order.kind == MacOrderKind::kahan;
+  const bool tree = spec.order.kind == MacOrderKind::tree;
   if (kahan && (!spec.acc || spec.acc->kind() != FormatKind::floating)) return no("order=kahan without a float accumulator");
+  if (tree && (!spec.acc || spec.acc->kind() != FormatKind::floating)) return no("order=treeN without a float accumulator");
   if (spec.prod && spec.prod->rounding().stochastic()) return no("prod= rounds the product stochastically");
   if (!spec.acc) return no("acc=exact");
   const Format& acc = *spec.acc;
@@ -155,6 +155,7 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
   for (const Lane lane : {Lane{24, static_cast<double>(FLT_MIN), static_cast<double>(FLT_MAX), Carrier::fp32},
                           Lane{53, DBL_MIN, DBL_MAX, Carrier::fp64}}) {
     if (!spec.a.fits(lane.carrier) || !spec.b.fits(lane.carrier) || !acc.fits(lane.carrier)) continue;
+    plan.prod_round = false;
     if (prod_bits > lane.P || prod_quantum < lane.min_normal || prod_max > lane.max / 4) continue;  // exact products
     if (spec.prod) {
       if (!spec.prod->fits(lane.carrier) || add_quantum < lane.min_normal || add_max > lane.max / 4) continue;
@@ -179,7 +180,7 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
                              std::min(add_quantum, rc.quantum) * std::ldexp(1.0, lane.P) >= describe(acc).min_normal;
       // Else round to odd: two bits more in the lane than in the accumulator (sums are never
       // lane-subnormal and never overflow: checked above).
-      if (!innocuous || kahan) {
+      if (!innocuous || kahan || tree) {
         if (rc.bits + 2 > lane.P) continue;
         plan.to_odd = true;
       }
@@ -192,6 +193,15 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
       continue;
     }
     if (spec.order.kind == MacOrderKind::chunk && !outer_fits(*spec.outer_format(), rc, lane, plan)) continue;
+    if (tree) {
+      // A group's value is a value of acc, or (a group of one) the product itself.
+      Range rg = rc;
+      rg.bits = std::max(rc.bits, add_bits);
+      rg.quantum = std::min(rc.quantum, add_quantum);
+      rg.max = std::max(rc.max, add_max);
+      if (2 * rg.max > lane.max / 2) continue;  // an adder's exact sum
+      if (!outer_fits(*spec.outer_format(), rg, lane, plan)) continue;
+    }
     if (plan.fixed) {
       const FormatInfo info = describe(acc);
       plan.fixed_lo = info.min_finite;
@@ -203,8 +213,9 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
       plan.prod_clamp = std::ldexp(1.0, e);
     }
     plan.f32 = lane.carrier == Carrier::fp32;
-    plan.chunk = spec.order.kind == MacOrderKind::chunk ? spec.order.n : 0;
+    plan.chunk = spec.order.kind == MacOrderKind::chunk || tree ? spec.order.n : 0;
     plan.kahan = kahan;
+    plan.tree = tree;
     plan.ok = true;
     plan.why = "";
     return plan;

@@ -43,6 +43,9 @@
 // operations of a step is an exact sum of two lane values rounded to odd and then into the
 // accumulator (the lane keeps two more bits, and sums of up to twice the largest value plus
 // a product never overflow it).
+// `order=treeN` with a float accumulator in any deterministic mode: each adder of a group's
+// tree is such a rounded exact sum, and the group values go into outer as chunk sums do (the
+// conditions of chunkN, with a group of one product passing the product itself).
 // Everything else goes through the exact reference (gemm.cpp decides).
 #pragma once
 
@@ -61,6 +64,7 @@ struct GemmFastPlan {
   bool sr = false;       // float accumulator rounding stochastically (sr, srN), in fp64 lanes: gemm_tile_sr
   bool to_odd = false;   // float accumulator: each sum formed rounded to odd, then rounded (any deterministic mode)
   bool kahan = false;    // order=kahan: float accumulator, to_odd, gemm_tile_kahan
+  bool tree = false;     // order=treeN (chunk = N): float accumulator, to_odd, gemm_tile_tree per group
   QuantPlan acc;         // the accumulator's rounding plan in the lane type
   // prod=<fmt> (deterministic modes): each exact product is rounded into it first (a vector
   // pass per row of a tile), and the rounded products are what the accumulator takes.
@@ -128,6 +132,14 @@ void gemm_tile_kahan(const GemmFastPlan& plan, const Format& acc, std::size_t ro
                      std::size_t xs, const float* Y, std::size_t kc, float* C, float* Cc, std::size_t cs);
 void gemm_tile_kahan(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const double* X,
                      std::size_t xs, const double* Y, std::size_t kc, double* C, double* Cc, std::size_t cs);
+
+// order=treeN (plan.tree): C[r][c] = the pairwise adder tree (every adder rounding into acc,
+// docs/mac.md section 3) over the kc products X[r][p] * Y[p][c] of one whole group; C's
+// previous contents are ignored.
+void gemm_tile_tree(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const float* X,
+                    std::size_t xs, const float* Y, std::size_t kc, float* C, std::size_t cs);
+void gemm_tile_tree(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const double* X,
+                    std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs);
 
 // Lanes of a vector of the dispatched target.
 std::size_t gemm_lanes_f32();

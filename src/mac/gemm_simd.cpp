@@ -844,6 +844,90 @@ void GemmTileKahanF64(const GemmFastPlan& plan, const Format& acc, std::size_t R
   GemmTileKahanAny(plan, acc, R, V, X, xs, Y, kc, C, Cc, cs);
 }
 
+// ---- order=treeN (float accumulators, deterministic modes) ---------------------------------
+
+// One row of V vectors: the group's kc products are the leaves; level by level adjacent nodes
+// are added, each adder an exact lane sum rounded to odd and then into acc (GemmStep's kOdd
+// path), an odd node at the end of a level passing up unchanged; the root goes to C.
+template <RoundMode MODE, typename T, int V>
+HWY_NOINLINE void GemmTileTreeV(const GemmFastPlan& plan_in, const Format& acc, const T* HWY_RESTRICT X,
+                                const T* HWY_RESTRICT Y, std::size_t kc, T* HWY_RESTRICT C) {
+  const GemmFastPlan plan = plan_in;
+  const hn::ScalableTag<T> d;
+  const std::size_t N = hn::Lanes(d);
+  const std::size_t W = static_cast<std::size_t>(V) * N;
+  thread_local std::vector<T> nodes;  // grow-only, per thread
+  if (nodes.size() < kc * W) nodes.resize(kc * W);
+  T* const nd = nodes.data();
+  for (std::size_t p = 0; p < kc; ++p) {
+    const auto xv = hn::Set(d, X[p]);
+    for (std::size_t c = 0; c < W; c += N) {
+      hn::StoreU(hn::Mul(xv, hn::LoadU(d, Y + p * W + c)), d, nd + p * W + c);  // exact (gemm_fast.h)
+    }
+  }
+  for (std::size_t len = kc; len > 1; len = (len + 1) / 2) {
+    for (std::size_t i = 0; i < len; i += 2) {
+      for (std::size_t c = 0; c < W; c += N) {
+        auto v = hn::LoadU(d, nd + i * W + c);
+        if (i + 1 < len) v = GemmStep<false, MODE, true>(d, plan, acc, v, hn::LoadU(d, nd + (i + 1) * W + c));
+        hn::StoreU(v, d, nd + (i / 2) * W + c);
+      }
+    }
+  }
+  for (std::size_t c = 0; c < W; c += N) hn::StoreU(hn::LoadU(d, nd + c), d, C + c);
+}
+
+template <RoundMode MODE, typename T>
+void GemmTileTreeRows(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const T* X,
+                      std::size_t xs, const T* Y, std::size_t kc, T* C, std::size_t cs) {
+  for (std::size_t r = 0; r < R; ++r) {
+    const T* const x = X + r * xs;
+    switch (V) {
+      case 8: GemmTileTreeV<MODE, T, 8>(plan, acc, x, Y, kc, C + r * cs); break;
+      case 4: GemmTileTreeV<MODE, T, 4>(plan, acc, x, Y, kc, C + r * cs); break;
+      case 2: GemmTileTreeV<MODE, T, 2>(plan, acc, x, Y, kc, C + r * cs); break;
+      default: GemmTileTreeV<MODE, T, 1>(plan, acc, x, Y, kc, C + r * cs); break;
+    }
+  }
+}
+
+template <typename T>
+void GemmTileTreeAny(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const T* X,
+                     std::size_t xs, const T* Y, std::size_t kc, T* C, std::size_t cs) {
+  if (plan.prod_round) {
+    // Rounded products first, row by row, then the tree over them with a row of ones.
+    const std::size_t W = V * hn::Lanes(hn::ScalableTag<T>());
+    thread_local std::vector<T> products, ones;  // grow-only, per thread
+    if (products.size() < kc * W) products.resize(kc * W);
+    if (ones.size() < kc) ones.assign(kc, T(1));
+    GemmFastPlan inner = plan;
+    inner.prod_round = false;
+    for (std::size_t r = 0; r < R; ++r) {
+      RoundProducts(plan, X + r * xs, Y, kc, W, products.data());
+      GemmTileTreeAny<T>(inner, acc, 1, V, ones.data(), 0, products.data(), kc, C + r * cs, cs);
+    }
+    return;
+  }
+  switch (plan.acc.rounding.mode) {
+    case RoundMode::rne: return GemmTileTreeRows<RoundMode::rne>(plan, acc, R, V, X, xs, Y, kc, C, cs);
+    case RoundMode::rna: return GemmTileTreeRows<RoundMode::rna>(plan, acc, R, V, X, xs, Y, kc, C, cs);
+    case RoundMode::rz: return GemmTileTreeRows<RoundMode::rz>(plan, acc, R, V, X, xs, Y, kc, C, cs);
+    case RoundMode::ru: return GemmTileTreeRows<RoundMode::ru>(plan, acc, R, V, X, xs, Y, kc, C, cs);
+    case RoundMode::rd: return GemmTileTreeRows<RoundMode::rd>(plan, acc, R, V, X, xs, Y, kc, C, cs);
+    case RoundMode::ro: return GemmTileTreeRows<RoundMode::ro>(plan, acc, R, V, X, xs, Y, kc, C, cs);
+    default: HWY_ASSERT(false);  // gemm_fast admits deterministic modes only
+  }
+}
+
+void GemmTileTreeF32(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const float* X,
+                     std::size_t xs, const float* Y, std::size_t kc, float* C, std::size_t cs) {
+  GemmTileTreeAny(plan, acc, R, V, X, xs, Y, kc, C, cs);
+}
+void GemmTileTreeF64(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const double* X,
+                     std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs) {
+  GemmTileTreeAny(plan, acc, R, V, X, xs, Y, kc, C, cs);
+}
+
 void GemmTileF32(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const float* X, std::size_t xs,
              const float* Y, std::size_t kc, float* C, std::size_t cs) {
   if (plan.fixed) GemmTileAny<true>(plan, acc, R, V, X, xs, Y, kc, C, cs);
@@ -878,6 +962,8 @@ HWY_EXPORT(GemmTileF64);
 HWY_EXPORT(GemmTileSrF64);
 HWY_EXPORT(GemmTileKahanF32);
 HWY_EXPORT(GemmTileKahanF64);
+HWY_EXPORT(GemmTileTreeF32);
+HWY_EXPORT(GemmTileTreeF64);
 HWY_EXPORT(GemmLanesF32);
 HWY_EXPORT(GemmLanesF64);
 
@@ -928,6 +1014,14 @@ void gemm_tile_kahan(const GemmFastPlan& plan, const Format& acc, std::size_t ro
 void gemm_tile_kahan(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const double* X,
                      std::size_t xs, const double* Y, std::size_t kc, double* C, double* Cc, std::size_t cs) {
   HWY_DYNAMIC_DISPATCH(GemmTileKahanF64)(plan, acc, rows, vecs, X, xs, Y, kc, C, Cc, cs);
+}
+void gemm_tile_tree(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const float* X,
+                    std::size_t xs, const float* Y, std::size_t kc, float* C, std::size_t cs) {
+  HWY_DYNAMIC_DISPATCH(GemmTileTreeF32)(plan, acc, rows, vecs, X, xs, Y, kc, C, cs);
+}
+void gemm_tile_tree(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const double* X,
+                    std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs) {
+  HWY_DYNAMIC_DISPATCH(GemmTileTreeF64)(plan, acc, rows, vecs, X, xs, Y, kc, C, cs);
 }
 std::size_t gemm_lanes_f32() { return HWY_DYNAMIC_DISPATCH(GemmLanesF32)(); }
 std::size_t gemm_lanes_f64() { return HWY_DYNAMIC_DISPATCH(GemmLanesF64)(); }
