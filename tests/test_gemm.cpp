@@ -408,7 +408,9 @@ TEST(Gemm, BlocksOfColumnsAndDepthChangeNothing) {
 TEST(Gemm, StochasticAccumulatorEqualsTheReference) {
   const char* specs[] = {"in=e5m2:cfg5 prod=exact acc=e6m5@sr order=seq", "in=e4m3 acc=fp16@sr", "in=e5m2 acc=fp32@sr",
                          "in=bf16 acc=bf16@sr out=e5m2@sr", "in=e5m2 acc=e6m5@sr8", "in=e4m3 acc=fp16@sr13",
-                         "in=e5m2:cfg5 acc=bf16@sr1", "in=e5m2 acc=e5m5@sr32"};
+                         "in=e5m2:cfg5 acc=bf16@sr1", "in=e5m2 acc=e5m5@sr32",
+                         // chunks summed stochastically, chunk sums into a round-to-nearest outer
+                         "in=e5m2 acc=e6m5@sr order=chunk8 outer=fp32", "in=e4m3 acc=fp16@sr4 order=chunk5 outer=fp32"};
   struct Case {
     std::size_t m, n, k;
     double scale, bias;

@@ -231,7 +231,8 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
   // (Grouped orders load the bias into outer and start each chunk from +0.)
   const Format& first = G ? *spec.outer_format() : acc;
   std::optional<RoundedBias<L>> bias;
-  if (!plan.sr) bias.emplace(o.bias, first, m, n, threads);
+  // (With chunkN the bias goes into outer, which rounds to nearest: no random bits.)
+  if (!plan.sr || G) bias.emplace(o.bias, first, m, n, threads);
   const L zero_acc = static_cast<L>(quantize(0.0, acc));
   const std::optional<detail::QuantPlan> pout =
       spec.out && !spec.out->rounding().stochastic() ? std::optional(detail::make_plan(*spec.out, Carrier::fp64))
@@ -379,7 +380,19 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
                 st.out0 = trans ? q * W * n + r : r * n + q * W;
                 st.out_rs = trans ? 1 : n;
                 st.out_cs = trans ? n : 1;
-                detail::gemm_tile_sr(plan, acc, std::min(rmax, r1 - r), vq, x, shared_x ? k : kb, panel, kb, c, slab_w, st);
+                if (G == 0) {
+                  detail::gemm_tile_sr(plan, acc, std::min(rmax, r1 - r), vq, x, shared_x ? k : kb, panel, kb, c, slab_w, st);
+                  continue;
+                }
+                // Chunk by chunk, each step keyed by its place in the whole dot product.
+                for (std::size_t s0 = p0; s0 < p0 + kb;) {
+                  const std::size_t s1 = std::min(p0 + kb, (s0 / G + 1) * G);
+                  st.p0 = s0;
+                  detail::gemm_tile_sr(plan, acc, std::min(rmax, r1 - r), vq, x + (s0 - p0), shared_x ? k : kb,
+                                       panel + (s0 - p0) * width(q), s1 - s0, c, slab_w, st);
+                  if (s1 % G == 0 || s1 == k) fold(std::min(rmax, r1 - r), width(q), c, tbuf + (c - abuf));
+                  s0 = s1;
+                }
                 continue;
               }
             }

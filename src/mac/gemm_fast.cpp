@@ -71,7 +71,9 @@ GemmFastPlan plan_sr(const MacSpec& spec, GemmFastPlan plan) {
     return plan;
   };
   const Format& acc = *spec.acc;
-  if (spec.order.kind != MacOrderKind::seq || spec.prod) return no("order is not seq or the product is rounded");
+  if ((spec.order.kind != MacOrderKind::seq && spec.order.kind != MacOrderKind::chunk) || spec.prod) {
+    return no("order is not seq or chunkN, or the product is rounded");
+  }
   if (acc.kind() != FormatKind::floating) return no("a stochastic accumulator that is not a float");
   const FloatSpec& fs = acc.float_spec();
   if (fs.radix_log2 != 1 || fs.sub != Subnormals::ieee || fs.man_bits < 1 || !fs.has_zero || !fs.is_signed ||
@@ -88,6 +90,13 @@ GemmFastPlan plan_sr(const MacSpec& spec, GemmFastPlan plan) {
   if (rc.bits > 24 || rc.quantum < DBL_MIN || rc.max + prod_max > DBL_MAX / 2) return no("the accumulator is too wide for fp64 lanes");
   plan.acc = make_plan(acc, Carrier::fp64);
   if (plan.acc.kind != PlanKind::floating) return no("no vector plan for the accumulator");
+  if (spec.order.kind == MacOrderKind::chunk) {
+    // Chunk sums (values of acc) into a round-to-nearest outer, as for the other chunk kernels.
+    if (!outer_fits(*spec.outer_format(), rc, Lane{53, DBL_MIN, DBL_MAX, Carrier::fp64}, plan)) {
+      return no("order=chunkN with an outer the kernels do not take");
+    }
+    plan.chunk = spec.order.n;
+  }
   plan.sr = true;
   plan.f32 = false;
   plan.fixed = false;
@@ -115,7 +124,9 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
   if (!spec.acc) return no("acc=exact");
   const Format& acc = *spec.acc;
   if (acc.rounding().stochastic()) {
-    if (spec.order.kind != MacOrderKind::seq) return no("a stochastic accumulator with order=chunkN or kahan");
+    if (spec.order.kind != MacOrderKind::seq && spec.order.kind != MacOrderKind::chunk) {
+      return no("a stochastic accumulator with order=treeN or kahan");
+    }
     return plan_sr(spec, plan);
   }
   const RoundMode mode = acc.rounding().mode;

@@ -34,7 +34,7 @@
 // With `prod=<fmt>` (deterministic modes) the exact product (it must be exact in the lane) is
 // rounded into the product format by the array quantizer's vector rounding, and the kinds above
 // take the rounded product as their addend (its range and width in place of the product's).
-// With `order=chunkN` the first two kinds run per chunk from zero, and each chunk sum (a value
+// With `order=chunkN` the kinds above (kahan aside) run per chunk from zero, and each chunk sum (a value
 // of the accumulator) is added into a float outer accumulator rounding to nearest-even, under
 // the same conditions as a product added into a float accumulator: the lane holds the outer
 // sum with at least 2p + 2 bits and the chunk sum has at most p bits (innocuous double
