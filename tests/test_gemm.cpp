@@ -172,7 +172,10 @@ TEST(Gemm, ChunkedOrderEqualsTheReference) {
                          // adder trees per group (groups of one pass the product; groups larger than a block)
                          "in=e5m2 acc=e6m5 order=tree4 outer=fp32", "in=e4m3 acc=fp16@rz order=tree8 outer=fp32",
                          "in=e5m2 acc=e6m5 order=tree3", "in=e5m2 prod=e6m5 acc=e6m5@rd order=tree16 outer=fp32",
-                         "in=e5m2 acc=bf16 order=tree1 outer=fp32", "in=e5m2 acc=e5m5@ru order=tree300 outer=fp32"};
+                         "in=e5m2 acc=bf16 order=tree1 outer=fp32", "in=e5m2 acc=e5m5@ru order=tree300 outer=fp32",
+                         // outers narrower than the chunk sums, or in another mode: the fold rounds to odd first
+                         "in=e5m2 acc=fp16 order=chunk8 outer=e6m5", "in=e5m2 acc=e6m5 order=chunk4 outer=fp32@rz",
+                         "in=e4m3 acc=bf16 order=tree4 outer=e5m2@rd", "in=e5m2 acc=q8.13 order=chunk6 outer=bf16@ru"};
   std::mt19937_64 g(77);
   std::uniform_int_distribution<std::size_t> dim(1, 12), kdim(1, 300);
   int cases = 0;
@@ -410,7 +413,8 @@ TEST(Gemm, StochasticAccumulatorEqualsTheReference) {
                          "in=bf16 acc=bf16@sr out=e5m2@sr", "in=e5m2 acc=e6m5@sr8", "in=e4m3 acc=fp16@sr13",
                          "in=e5m2:cfg5 acc=bf16@sr1", "in=e5m2 acc=e5m5@sr32",
                          // chunks summed stochastically, chunk sums into a round-to-nearest outer
-                         "in=e5m2 acc=e6m5@sr order=chunk8 outer=fp32", "in=e4m3 acc=fp16@sr4 order=chunk5 outer=fp32"};
+                         "in=e5m2 acc=e6m5@sr order=chunk8 outer=fp32", "in=e4m3 acc=fp16@sr4 order=chunk5 outer=fp32",
+                         "in=e5m2 acc=e6m5@sr order=chunk3 outer=bf16@rd"};
   struct Case {
     std::size_t m, n, k;
     double scale, bias;
@@ -537,7 +541,7 @@ TEST(Gemm, FixedPointAccumulatorsSaturateAndRoundTies) {
 
 TEST(Gemm, SpecsOutsideTheKernelsRunThroughTheReference) {
   for (const char* text : {"in=e5m2 acc=e6m5 order=ftree8", "in=e5m2 acc=q8.13 order=tree4 outer=fp32", "in=e5m2 acc=q8.13 order=kahan", "in=e5m2 acc=e6m5@sr order=kahan", "in=fp64 acc=fp64", "in=fp32 acc=fp64@rz",
-                           "in=e5m2 acc=fp16 order=chunk8 outer=e6m5", "in=e5m2 acc=e6m5@sr order=chunk8",
+                           "in=e5m2 acc=fp16 order=chunk8 outer=e6m5@sr", "in=e5m2 acc=e6m5@sr order=chunk8",
                            "in=e5m2 prod=e6m5@sr acc=e6m5", "in=e5m2 acc=exact", "in=e5m2:cfg2 acc=e6m5", "in=e5m2 acc=q8.13:wrap"}) {
     EXPECT_FALSE(gemm_is_vectorized(MacSpec::parse(text))) << text;
   }

@@ -306,6 +306,10 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
     for (std::size_t r = 0; r < nrows; ++r) {
       L* const cr = c + r * slab_w;
       L* const tr = t + r * slab_w;
+      if (plan.outer_odd) {
+        detail::gemm_fold(plan, *spec.outer_format(), cr, tr, wq);
+        continue;
+      }
       for (std::size_t u = 0; u < wq; ++u) tr[u] += cr[u];  // correctly rounded in the lane
       detail::gemm_pack(plan.outer, *spec.outer_format(), tr, wq, tr, 1);
       std::fill(cr, cr + wq, L(0));

@@ -48,12 +48,17 @@ struct Lane {
 // order=chunkN: whether the outer accumulator takes chunk sums (values of an accumulator of
 // range rc) exactly as a float accumulator takes products in this lane (gemm_fast.h); sets
 // plan.outer and plan.chunk.
+// Where the innocuous double rounding does not hold (outer narrower than the chunk sums, or not
+// rounding to nearest-even), the fold rounds each exact sum to odd first (plan.outer_odd).
 bool outer_fits(const Format& outer, const Range& rc, const Lane& lane, GemmFastPlan& plan) {
-  if (outer.kind() != FormatKind::floating || outer.rounding().mode != RoundMode::rne || !outer.fits(lane.carrier)) return false;
+  if (outer.kind() != FormatKind::floating || outer.rounding().stochastic() || !outer.fits(lane.carrier)) return false;
   const Range ro = range_of(outer);
-  if (ro.bits >= 64 || rc.bits > ro.bits || 2 * ro.bits + 2 > lane.P) return false;  // innocuous double rounding
+  if (ro.bits >= 64) return false;
   if (std::min(ro.quantum, rc.quantum) < lane.min_normal || ro.max + rc.max > lane.max / 2) return false;
-  if (std::min(ro.quantum, rc.quantum) * std::ldexp(1.0, lane.P) < describe(outer).min_normal) return false;
+  const bool innocuous = outer.rounding().mode == RoundMode::rne && rc.bits <= ro.bits && 2 * ro.bits + 2 <= lane.P &&
+                         std::min(ro.quantum, rc.quantum) * std::ldexp(1.0, lane.P) >= describe(outer).min_normal;
+  if (!innocuous && ro.bits + 2 > lane.P) return false;  // round to odd: two bits more in the lane
+  plan.outer_odd = !innocuous;
   plan.outer = make_plan(outer, lane.carrier);
   if (plan.outer.kind != PlanKind::floating) return false;
   return true;

@@ -38,7 +38,8 @@
 // of the accumulator) is added into a float outer accumulator rounding to nearest-even, under
 // the same conditions as a product added into a float accumulator: the lane holds the outer
 // sum with at least 2p + 2 bits and the chunk sum has at most p bits (innocuous double
-// rounding again).
+// rounding again); otherwise (a narrower outer, or any other deterministic mode of outer) the
+// exact lane sum is rounded to odd and then into outer, as a product into a float accumulator.
 // `order=kahan` runs with a float accumulator in any deterministic mode: each of the four
 // operations of a step is an exact sum of two lane values rounded to odd and then into the
 // accumulator (the lane keeps two more bits, and sums of up to twice the largest value plus
@@ -74,6 +75,7 @@ struct GemmFastPlan {
   const Format* prod_format = nullptr;  // the spec's (for lanes the vector rounding leaves to quantize)
   std::size_t chunk = 0; // order=chunkN: N (chunks of N steps summed in acc, then added into outer)
   QuantPlan outer;       // chunk: the outer accumulator's rounding plan in the lane type
+  bool outer_odd = false; // chunk/tree: the fold rounds each exact sum to odd, then into outer (gemm_fold)
   double fixed_lo = 0, fixed_hi = 0;  // fixed: the accumulator's range (saturation)
   double prod_clamp = 0;              // fixed: products beyond +-this are clamped first (they saturate anyway)
   const char* why = "";  // when !ok: the first condition that failed (for tests and docs)
@@ -124,6 +126,12 @@ struct GemmSrTile {
 // (docs/mac.md section 5), as the reference does.
 void gemm_tile_sr(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const double* X,
                   std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs, const GemmSrTile& t);
+
+// chunkN / treeN with plan.outer_odd: t[i] = outer(t[i] + c[i]) rounded once in outer's mode
+// (the exact lane sum rounded to odd, then into outer), c[i] = +0, for i < len (len a multiple
+// of the lane count).
+void gemm_fold(const GemmFastPlan& plan, const Format& outer, float* c, float* t, std::size_t len);
+void gemm_fold(const GemmFastPlan& plan, const Format& outer, double* c, double* t, std::size_t len);
 
 // order=kahan (plan.kahan): gemm_tile's contract, with Kahan's compensated summation (every
 // operation rounded into the accumulator, docs/mac.md section 3); C holds the sums and Cc the

@@ -928,6 +928,41 @@ void GemmTileTreeF64(const GemmFastPlan& plan, const Format& acc, std::size_t R,
   GemmTileTreeAny(plan, acc, R, V, X, xs, Y, kc, C, cs);
 }
 
+// ---- the fold of chunk sums into outer, rounded to odd first ---------------------------------
+
+template <RoundMode MODE, typename T>
+HWY_NOINLINE void GemmFoldMode(const GemmFastPlan& plan, const Format& outer, T* HWY_RESTRICT c, T* HWY_RESTRICT t,
+                               std::size_t len) {
+  GemmFastPlan op = plan;
+  op.acc = plan.outer;  // GemmStep rounds into plan.acc
+  const hn::ScalableTag<T> d;
+  const std::size_t N = hn::Lanes(d);
+  for (std::size_t i = 0; i < len; i += N) {
+    hn::StoreU(GemmStep<false, MODE, true>(d, op, outer, hn::LoadU(d, t + i), hn::LoadU(d, c + i)), d, t + i);
+    hn::StoreU(hn::Zero(d), d, c + i);
+  }
+}
+
+template <typename T>
+void GemmFoldAny(const GemmFastPlan& plan, const Format& outer, T* c, T* t, std::size_t len) {
+  switch (plan.outer.rounding.mode) {
+    case RoundMode::rne: return GemmFoldMode<RoundMode::rne>(plan, outer, c, t, len);
+    case RoundMode::rna: return GemmFoldMode<RoundMode::rna>(plan, outer, c, t, len);
+    case RoundMode::rz: return GemmFoldMode<RoundMode::rz>(plan, outer, c, t, len);
+    case RoundMode::ru: return GemmFoldMode<RoundMode::ru>(plan, outer, c, t, len);
+    case RoundMode::rd: return GemmFoldMode<RoundMode::rd>(plan, outer, c, t, len);
+    case RoundMode::ro: return GemmFoldMode<RoundMode::ro>(plan, outer, c, t, len);
+    default: HWY_ASSERT(false);  // gemm_fast admits deterministic outer modes only
+  }
+}
+
+void GemmFoldF32(const GemmFastPlan& plan, const Format& outer, float* c, float* t, std::size_t len) {
+  GemmFoldAny(plan, outer, c, t, len);
+}
+void GemmFoldF64(const GemmFastPlan& plan, const Format& outer, double* c, double* t, std::size_t len) {
+  GemmFoldAny(plan, outer, c, t, len);
+}
+
 void GemmTileF32(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const float* X, std::size_t xs,
              const float* Y, std::size_t kc, float* C, std::size_t cs) {
   if (plan.fixed) GemmTileAny<true>(plan, acc, R, V, X, xs, Y, kc, C, cs);
@@ -964,6 +999,8 @@ HWY_EXPORT(GemmTileKahanF32);
 HWY_EXPORT(GemmTileKahanF64);
 HWY_EXPORT(GemmTileTreeF32);
 HWY_EXPORT(GemmTileTreeF64);
+HWY_EXPORT(GemmFoldF32);
+HWY_EXPORT(GemmFoldF64);
 HWY_EXPORT(GemmLanesF32);
 HWY_EXPORT(GemmLanesF64);
 
@@ -1022,6 +1059,12 @@ void gemm_tile_tree(const GemmFastPlan& plan, const Format& acc, std::size_t row
 void gemm_tile_tree(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const double* X,
                     std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs) {
   HWY_DYNAMIC_DISPATCH(GemmTileTreeF64)(plan, acc, rows, vecs, X, xs, Y, kc, C, cs);
+}
+void gemm_fold(const GemmFastPlan& plan, const Format& outer, float* c, float* t, std::size_t len) {
+  HWY_DYNAMIC_DISPATCH(GemmFoldF32)(plan, outer, c, t, len);
+}
+void gemm_fold(const GemmFastPlan& plan, const Format& outer, double* c, double* t, std::size_t len) {
+  HWY_DYNAMIC_DISPATCH(GemmFoldF64)(plan, outer, c, t, len);
 }
 std::size_t gemm_lanes_f32() { return HWY_DYNAMIC_DISPATCH(GemmLanesF32)(); }
 std::size_t gemm_lanes_f64() { return HWY_DYNAMIC_DISPATCH(GemmLanesF64)(); }
