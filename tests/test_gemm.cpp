@@ -464,6 +464,20 @@ TEST(Gemm, StochasticAccumulatorEqualsTheReference) {
 // Exact cancellation: x + (-x) is -0 when the accumulator rounds toward negative and +0
 // otherwise (IEEE 754, as the reference adds), in every kernel kind that takes directed modes.
 TEST(Gemm, ExactlyCancellingSumsTakeTheModesZeroSign) {
+  // The m x 1 result A (m x k) * B (k x 1) at every SIMD level, bit for bit against the
+  // reference, which it returns.
+  const auto kernels_equal_reference = [](const char* text, std::size_t m, std::size_t k, const std::vector<double>& A,
+                                          const std::vector<double>& B) {
+    const MacSpec spec = MacSpec::parse(text);
+    std::vector<double> want(m), got(m);
+    gemm_ref(spec, GemmOp::nn, m, 1, k, A.data(), k, B.data(), 1, want.data(), 1);
+    for (SimdLevel level : available_simd_levels()) {
+      LevelGuard guard(level);
+      gemm(spec, GemmOp::nn, m, 1, k, A.data(), k, B.data(), 1, got.data(), 1);
+      expect_same_bits(got, want, std::string(text) + " level " + to_string(level));
+    }
+    return want;
+  };
   // Row 0 cancels to zero at step 1 and stays there; row 1 ends on -x + x; row 2 sums +0s.
   const std::vector<double> A = {1.5, -1.5, 0.0, 0.0, -0.75, 0.75, 0.0, 0.0, 0.0};
   const std::vector<double> B = {1.0, 1.0, 1.0};  // k = 3, n = 1
@@ -472,13 +486,7 @@ TEST(Gemm, ExactlyCancellingSumsTakeTheModesZeroSign) {
                            "in=e5m2 acc=e6m5@rd order=kahan"}) {
     const MacSpec spec = MacSpec::parse(text);
     ASSERT_TRUE(gemm_is_vectorized(spec)) << text;
-    std::vector<double> want(3), got(3);
-    gemm_ref(spec, GemmOp::nn, 3, 1, 3, A.data(), 3, B.data(), 1, want.data(), 1);
-    for (SimdLevel level : available_simd_levels()) {
-      LevelGuard guard(level);
-      gemm(spec, GemmOp::nn, 3, 1, 3, A.data(), 3, B.data(), 1, got.data(), 1);
-      expect_same_bits(got, want, std::string(text) + " level " + to_string(level));
-    }
+    const std::vector<double> want = kernels_equal_reference(text, 3, 3, A, B);
     if (spec.acc->kind() == FormatKind::floating && spec.acc->rounding().mode == RoundMode::rd && !spec.outer) {
       EXPECT_TRUE(std::signbit(want[0]) && want[0] == 0) << text;  // the reference's sign, checked too
     }
@@ -489,13 +497,7 @@ TEST(Gemm, ExactlyCancellingSumsTakeTheModesZeroSign) {
   Ab[64] = -1.5;
   for (const char* text : {"in=hbfp8/64 outer=fp32@rd", "in=hbfp8/64 outer=fp32@ru", "in=mxfp8_e4m3 outer=bf16@rd"}) {
     const MacSpec spec = MacSpec::parse(text);
-    std::vector<double> want(1), got(1);
-    gemm_ref(spec, GemmOp::nn, 1, 1, 128, Ab.data(), 128, Bb.data(), 1, want.data(), 1);
-    for (SimdLevel level : available_simd_levels()) {
-      LevelGuard guard(level);
-      gemm(spec, GemmOp::nn, 1, 1, 128, Ab.data(), 128, Bb.data(), 1, got.data(), 1);
-      expect_same_bits(got, want, std::string(text) + " level " + to_string(level));
-    }
+    const std::vector<double> want = kernels_equal_reference(text, 1, 128, Ab, Bb);
     EXPECT_EQ(std::signbit(want[0]), spec.outer_format()->rounding().mode == RoundMode::rd) << text;
   }
 }

@@ -132,6 +132,22 @@ HWY_INLINE Split<D> SplitInput(D /*d*/, hn::Vec<D> x) {
   return s;
 }
 
+// Lanes of the magnitude bits u that are zero or at least lo (carrier bit patterns), and that
+// are zero or in [lo, hi]. Magnitudes are below 2^(W-1), so signed compares are unsigned ones.
+template <class DU>
+HWY_INLINE hn::Mask<DU> ZeroOrAtLeast(DU du, hn::Vec<DU> u, std::uint64_t lo) {
+  const hn::RebindToSigned<DU> di;
+  using TI = hn::TFromD<decltype(di)>;
+  const auto ui = hn::BitCast(di, u);
+  return hn::RebindMask(du, hn::Or(hn::Eq(ui, hn::Zero(di)), hn::Not(hn::Lt(ui, hn::Set(di, static_cast<TI>(lo))))));
+}
+template <class DU>
+HWY_INLINE hn::Mask<DU> ZeroOrWithin(DU du, hn::Vec<DU> u, std::uint64_t lo, std::uint64_t hi) {
+  const hn::RebindToSigned<DU> di;
+  using TI = hn::TFromD<decltype(di)>;
+  return hn::AndNot(hn::RebindMask(du, hn::Gt(hn::BitCast(di, u), hn::Set(di, static_cast<TI>(hi)))), ZeroOrAtLeast(du, u, lo));
+}
+
 // The sign put back on a magnitude (fnuz formats have no -0).
 template <class VU>
 HWY_INLINE VU WithSign(const QuantPlan& p, VU mag, VU sign) {
@@ -241,12 +257,7 @@ HWY_INLINE hn::Vec<D> FloatVector(D d, const QuantPlan& p, hn::Vec<D> x, const s
     }
   }
   if (p.fast) {
-    // Magnitudes below 2^(W-1): signed compares are unsigned ones here.
-    const auto ui = hn::BitCast(di, s.u);
-    const auto in_range = hn::Or(hn::RebindMask(du, hn::Eq(ui, hn::Zero(di))),
-                                 hn::RebindMask(du, hn::And(hn::Not(hn::Lt(ui, hn::Set(di, static_cast<TI>(p.fast_lo)))),
-                                                            hn::Not(hn::Gt(ui, hn::Set(di, static_cast<TI>(p.fast_hi)))))));
-    if (hn::AllTrue(du, in_range)) {
+    if (hn::AllTrue(du, ZeroOrWithin(du, s.u, p.fast_lo, p.fast_hi))) {
       const int dbits = L::P - p.M;
       if constexpr (MODE == RoundMode::rne) {
         // Lanes here are normal and at most max: by addition where the plan allows it.
@@ -266,12 +277,8 @@ HWY_INLINE hn::Vec<D> FloatVector(D d, const QuantPlan& p, hn::Vec<D> x, const s
     }
   }
   if constexpr (MODE == RoundMode::sr && sizeof(TU) == 4) {
-    if (p.sr_low) {
-      const auto ui = hn::BitCast(di, s.u);
-      const auto in_low = hn::Or(hn::RebindMask(du, hn::Eq(ui, hn::Zero(di))),
-                                 hn::RebindMask(du, hn::And(hn::Not(hn::Lt(ui, hn::Set(di, static_cast<TI>(p.sr_lo)))),
-                                                            hn::Not(hn::Gt(ui, hn::Set(di, static_cast<TI>(p.fast_hi)))))));
-      if (hn::AllTrue(du, in_low)) return hn::BitCast(d, WithSign(p, SrBelowNormal(d, p, s.u, w), s.sign));
+    if (p.sr_low && hn::AllTrue(du, ZeroOrWithin(du, s.u, p.sr_lo, p.fast_hi))) {
+      return hn::BitCast(d, WithSign(p, SrBelowNormal(d, p, s.u, w), s.sign));
     }
   }
 
@@ -394,20 +401,13 @@ HWY_INLINE hn::Vec<D> SatVector(D d, const QuantPlan& p, hn::Vec<D> x, const std
   const auto nan = hn::Gt(u0, inf_bits);
   const auto u = hn::Min(u0, hn::Set(du, static_cast<TU>(p.fast_hi)));
   hn::Vec<hn::RebindToUnsigned<D>> mag;
-  // Lanes at or above the lowest normal binade (or zero): one quantum position for all.
-  const auto in_normal = [&] {
-    const auto ui = hn::BitCast(di, u);
-    return hn::Or(hn::RebindMask(du, hn::Eq(ui, hn::Zero(di))),
-                  hn::RebindMask(du, hn::Not(hn::Lt(ui, hn::Set(di, static_cast<TI>(p.fast_lo))))));
-  };
   if (MODE == RoundMode::rne && p.rne_add_low) {
     mag = RneByAddition(d, p, u);  // every lane, subnormal ones included
-  } else if (hn::AllTrue(du, in_normal())) {
+  } else if (hn::AllTrue(du, ZeroOrAtLeast(du, u, p.fast_lo))) {
+    // Lanes at or above the lowest normal binade (or zero): one quantum position for all.
     mag = RoundAtOneShift<MODE>(d, p, u, neg, w, fallback);
-  } else if (MODE == RoundMode::sr && sizeof(TU) == 4 && p.sr_low &&
-             hn::AllTrue(di, hn::Or(hn::Eq(hn::BitCast(di, u), hn::Zero(di)),
-                                    hn::Not(hn::Lt(hn::BitCast(di, u), hn::Set(di, static_cast<TI>(p.sr_lo))))))) {
-    if constexpr (MODE == RoundMode::sr && sizeof(TU) == 4) mag = SrBelowNormal(d, p, u, w);
+  } else if (MODE == RoundMode::sr && sizeof(TU) == 4 && p.sr_low && hn::AllTrue(du, ZeroOrAtLeast(du, u, p.sr_lo))) {
+    if constexpr (MODE == RoundMode::sr && sizeof(TU) == 4) mag = SrBelowNormal(d, p, u, w);  // (u is at most max)
   } else {
     hn::Vec<hn::RebindToUnsigned<D>> w0 = hn::Zero(du);
     if constexpr (MODE == RoundMode::sr || MODE == RoundMode::srn) w0 = LoadWords(d, w);

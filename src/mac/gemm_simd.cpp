@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "mpsim/mac.h"
@@ -431,6 +432,32 @@ HWY_NOINLINE void GemmTileRV(const GemmFastPlan& plan_in, const Format& acc, con
     for (int v = 0; v < V; ++v) hn::StoreU(a[r * V + v], d, C + static_cast<std::size_t>(r) * cs + static_cast<std::size_t>(v) * N);
 }
 
+// f(std::integral_constant<RoundMode, m>{}) for a deterministic mode m: the kernels take the
+// mode as a template parameter; gemm_fast admits no other mode where this is called.
+template <class F>
+HWY_INLINE void WithDeterministicMode(RoundMode m, F&& f) {
+  switch (m) {
+    case RoundMode::rne: return f(std::integral_constant<RoundMode, RoundMode::rne>{});
+    case RoundMode::rna: return f(std::integral_constant<RoundMode, RoundMode::rna>{});
+    case RoundMode::rz: return f(std::integral_constant<RoundMode, RoundMode::rz>{});
+    case RoundMode::ru: return f(std::integral_constant<RoundMode, RoundMode::ru>{});
+    case RoundMode::rd: return f(std::integral_constant<RoundMode, RoundMode::rd>{});
+    case RoundMode::ro: return f(std::integral_constant<RoundMode, RoundMode::ro>{});
+    default: HWY_ASSERT(false);
+  }
+}
+
+// f(std::integral_constant<int, V>{}) for a panel of vecs = 8, 4, 2 or 1 vectors.
+template <class F>
+HWY_INLINE void WithVecs(std::size_t vecs, F&& f) {
+  switch (vecs) {
+    case 8: return f(std::integral_constant<int, 8>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    default: return f(std::integral_constant<int, 1>{});
+  }
+}
+
 // ---- the stochastic accumulator (sr), fp64 lanes --------------------------------------------
 
 // Word `word` of the Philox4x32-10 blocks whose counters are (c0, c1, stream, 0) in the low
@@ -594,14 +621,9 @@ void GemmTileSrF64(const GemmFastPlan& plan, const Format& acc, std::size_t R, s
     for (std::size_t r = 0; r < R; ++r) {
       GemmSrTile tr = t;
       tr.out0 = t.out0 + r * t.out_rs;
-      const double* const x = X + r * xs;
-      double* const c = C + r * cs;
-      switch (V) {
-        case 8: GemmTileSrRV<true, 1, 8>(plan, acc, x, xs, Y, kc, c, cs, tr); break;
-        case 4: GemmTileSrRV<true, 1, 4>(plan, acc, x, xs, Y, kc, c, cs, tr); break;
-        case 2: GemmTileSrRV<true, 1, 2>(plan, acc, x, xs, Y, kc, c, cs, tr); break;
-        default: GemmTileSrRV<true, 1, 1>(plan, acc, x, xs, Y, kc, c, cs, tr); break;
-      }
+      WithVecs(V, [&](auto v) {
+        GemmTileSrRV<true, 1, decltype(v)::value>(plan, acc, X + r * xs, xs, Y, kc, C + r * cs, cs, tr);
+      });
     }
     return;
   }
@@ -639,14 +661,9 @@ template <bool kFixed, RoundMode MODE, bool kOdd, typename T>
 void GemmTileRows(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const T* X, std::size_t xs,
                   const T* Y, std::size_t kc, T* C, std::size_t cs) {
   for (std::size_t r = 0; r < R; ++r) {
-    const T* const x = X + r * xs;
-    T* const c = C + r * cs;
-    switch (V) {
-      case 8: GemmTileRV<kFixed, MODE, kOdd, T, 1, 8>(plan, acc, x, xs, Y, kc, c, cs); break;
-      case 4: GemmTileRV<kFixed, MODE, kOdd, T, 1, 4>(plan, acc, x, xs, Y, kc, c, cs); break;
-      case 2: GemmTileRV<kFixed, MODE, kOdd, T, 1, 2>(plan, acc, x, xs, Y, kc, c, cs); break;
-      default: GemmTileRV<kFixed, MODE, kOdd, T, 1, 1>(plan, acc, x, xs, Y, kc, c, cs); break;
-    }
+    WithVecs(V, [&](auto v) {
+      GemmTileRV<kFixed, MODE, kOdd, T, 1, decltype(v)::value>(plan, acc, X + r * xs, xs, Y, kc, C + r * cs, cs);
+    });
   }
 }
 
@@ -670,33 +687,21 @@ HWY_NOINLINE void RoundProductsRow(const QuantPlan& plan, const Format& f, const
 
 template <typename T>
 void RoundProducts(const GemmFastPlan& plan, const T* x, const T* Y, std::size_t kc, std::size_t W, T* out) {
-#define MPSIM_PROD_MODE(m)                                                                                     \
-  case RoundMode::m:                                                                                           \
-    if (plan.prod_kind == 1) return RoundProductsRow<RoundMode::m, 1>(plan.prod, *plan.prod_format, x, Y, kc, W, out); \
-    if (plan.prod_kind == 2) return RoundProductsRow<RoundMode::m, 2>(plan.prod, *plan.prod_format, x, Y, kc, W, out); \
-    return RoundProductsRow<RoundMode::m, 0>(plan.prod, *plan.prod_format, x, Y, kc, W, out);
-  switch (plan.prod.rounding.mode) {
-    MPSIM_PROD_MODE(rne)
-    MPSIM_PROD_MODE(rna)
-    MPSIM_PROD_MODE(rz)
-    MPSIM_PROD_MODE(ru)
-    MPSIM_PROD_MODE(rd)
-    MPSIM_PROD_MODE(ro)
-    default: HWY_ASSERT(false);  // gemm_fast admits deterministic product roundings only
-  }
-#undef MPSIM_PROD_MODE
+  WithDeterministicMode(plan.prod.rounding.mode, [&](auto mode) {
+    constexpr RoundMode m = decltype(mode)::value;
+    if (plan.prod_kind == 1) return RoundProductsRow<m, 1>(plan.prod, *plan.prod_format, x, Y, kc, W, out);
+    if (plan.prod_kind == 2) return RoundProductsRow<m, 2>(plan.prod, *plan.prod_format, x, Y, kc, W, out);
+    return RoundProductsRow<m, 0>(plan.prod, *plan.prod_format, x, Y, kc, W, out);
+  });
 }
 
-template <bool kFixed, typename T>
-void GemmTileAny(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const T* X, std::size_t xs,
-                 const T* Y, std::size_t kc, T* C, std::size_t cs);
-
-// prod=<fmt>: row by row, the row's products rounded into a buffer, which the accumulating
-// kernel then takes as its panel with a row of ones (1 * v = v exactly): each step adds the
-// rounded product, as the reference does.
-template <bool kFixed, typename T>
-void GemmTileRoundedProducts(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const T* X,
-                             std::size_t xs, const T* Y, std::size_t kc, T* C, std::size_t cs) {
+// prod=<fmt>, for every kernel kind: row by row, the row's products rounded into a per-thread
+// buffer, which the kernel then takes as its panel with a row of ones (1 * v = v exactly), so
+// each step adds the rounded product, as the reference does: row(inner, r, ones, products),
+// with inner the plan without the product rounding.
+template <typename T, class Row>
+void ForRowsOfRoundedProducts(const GemmFastPlan& plan, std::size_t R, std::size_t V, const T* X, std::size_t xs,
+                              const T* Y, std::size_t kc, Row&& row) {
   const std::size_t W = V * hn::Lanes(hn::ScalableTag<T>());
   thread_local std::vector<T> products, ones;  // grow-only, per thread
   if (products.size() < kc * W) products.resize(kc * W);
@@ -705,25 +710,23 @@ void GemmTileRoundedProducts(const GemmFastPlan& plan, const Format& acc, std::s
   inner.prod_round = false;
   for (std::size_t r = 0; r < R; ++r) {
     RoundProducts(plan, X + r * xs, Y, kc, W, products.data());
-    GemmTileAny<kFixed, T>(inner, acc, 1, V, ones.data(), 0, products.data(), kc, C + r * cs, cs);
+    row(inner, r, ones.data(), products.data());
   }
 }
 
 template <bool kFixed, typename T>
 void GemmTileAny(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const T* X, std::size_t xs,
              const T* Y, std::size_t kc, T* C, std::size_t cs) {
-  if (plan.prod_round) return GemmTileRoundedProducts<kFixed, T>(plan, acc, R, V, X, xs, Y, kc, C, cs);
-  const RoundMode mode = plan.acc.rounding.mode;
-  if (mode != RoundMode::rne || plan.to_odd) {
-    switch (mode) {
-      case RoundMode::rne: return GemmTileRows<kFixed, RoundMode::rne, !kFixed>(plan, acc, R, V, X, xs, Y, kc, C, cs);
-      case RoundMode::rna: return GemmTileRows<kFixed, RoundMode::rna, !kFixed>(plan, acc, R, V, X, xs, Y, kc, C, cs);
-      case RoundMode::rz: return GemmTileRows<kFixed, RoundMode::rz, !kFixed>(plan, acc, R, V, X, xs, Y, kc, C, cs);
-      case RoundMode::ru: return GemmTileRows<kFixed, RoundMode::ru, !kFixed>(plan, acc, R, V, X, xs, Y, kc, C, cs);
-      case RoundMode::rd: return GemmTileRows<kFixed, RoundMode::rd, !kFixed>(plan, acc, R, V, X, xs, Y, kc, C, cs);
-      case RoundMode::ro: return GemmTileRows<kFixed, RoundMode::ro, !kFixed>(plan, acc, R, V, X, xs, Y, kc, C, cs);
-      default: HWY_ASSERT(false);  // gemm_fast admits no other mode here
-    }
+  if (plan.prod_round) {
+    return ForRowsOfRoundedProducts(plan, R, V, X, xs, Y, kc,
+                                    [&](const GemmFastPlan& inner, std::size_t r, const T* ones, const T* products) {
+      GemmTileAny<kFixed, T>(inner, acc, 1, V, ones, 0, products, kc, C + r * cs, cs);
+    });
+  }
+  if (plan.acc.rounding.mode != RoundMode::rne || plan.to_odd) {
+    return WithDeterministicMode(plan.acc.rounding.mode, [&](auto mode) {
+      GemmTileRows<kFixed, decltype(mode)::value, !kFixed>(plan, acc, R, V, X, xs, Y, kc, C, cs);
+    });
   }
 #define MPSIM_TILE(r, v) return GemmTileRV<kFixed, RoundMode::rne, false, T, r, v>(plan, acc, X, xs, Y, kc, C, cs)
   switch (V) {
@@ -793,46 +796,22 @@ HWY_NOINLINE void GemmTileKahanV(const GemmFastPlan& plan_in, const Format& acc,
   }
 }
 
-template <RoundMode MODE, typename T>
-void GemmTileKahanRows(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const T* X,
-                       std::size_t xs, const T* Y, std::size_t kc, T* C, T* Cc, std::size_t cs) {
-  for (std::size_t r = 0; r < R; ++r) {
-    const T* const x = X + r * xs;
-    switch (V) {
-      case 8: GemmTileKahanV<MODE, T, 8>(plan, acc, x, Y, kc, C + r * cs, Cc + r * cs); break;
-      case 4: GemmTileKahanV<MODE, T, 4>(plan, acc, x, Y, kc, C + r * cs, Cc + r * cs); break;
-      case 2: GemmTileKahanV<MODE, T, 2>(plan, acc, x, Y, kc, C + r * cs, Cc + r * cs); break;
-      default: GemmTileKahanV<MODE, T, 1>(plan, acc, x, Y, kc, C + r * cs, Cc + r * cs); break;
-    }
-  }
-}
-
 template <typename T>
 void GemmTileKahanAny(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const T* X,
                       std::size_t xs, const T* Y, std::size_t kc, T* C, T* Cc, std::size_t cs) {
   if (plan.prod_round) {
-    // Rounded products first, row by row, then the summation with a row of ones.
-    const std::size_t W = V * hn::Lanes(hn::ScalableTag<T>());
-    thread_local std::vector<T> products, ones;  // grow-only, per thread
-    if (products.size() < kc * W) products.resize(kc * W);
-    if (ones.size() < kc) ones.assign(kc, T(1));
-    GemmFastPlan inner = plan;
-    inner.prod_round = false;
+    return ForRowsOfRoundedProducts(plan, R, V, X, xs, Y, kc,
+                                    [&](const GemmFastPlan& inner, std::size_t r, const T* ones, const T* products) {
+      GemmTileKahanAny<T>(inner, acc, 1, V, ones, 0, products, kc, C + r * cs, Cc + r * cs, cs);
+    });
+  }
+  WithDeterministicMode(plan.acc.rounding.mode, [&](auto mode) {
     for (std::size_t r = 0; r < R; ++r) {
-      RoundProducts(plan, X + r * xs, Y, kc, W, products.data());
-      GemmTileKahanAny<T>(inner, acc, 1, V, ones.data(), 0, products.data(), kc, C + r * cs, Cc + r * cs, cs);
+      WithVecs(V, [&](auto v) {
+        GemmTileKahanV<decltype(mode)::value, T, decltype(v)::value>(plan, acc, X + r * xs, Y, kc, C + r * cs, Cc + r * cs);
+      });
     }
-    return;
-  }
-  switch (plan.acc.rounding.mode) {
-    case RoundMode::rne: return GemmTileKahanRows<RoundMode::rne>(plan, acc, R, V, X, xs, Y, kc, C, Cc, cs);
-    case RoundMode::rna: return GemmTileKahanRows<RoundMode::rna>(plan, acc, R, V, X, xs, Y, kc, C, Cc, cs);
-    case RoundMode::rz: return GemmTileKahanRows<RoundMode::rz>(plan, acc, R, V, X, xs, Y, kc, C, Cc, cs);
-    case RoundMode::ru: return GemmTileKahanRows<RoundMode::ru>(plan, acc, R, V, X, xs, Y, kc, C, Cc, cs);
-    case RoundMode::rd: return GemmTileKahanRows<RoundMode::rd>(plan, acc, R, V, X, xs, Y, kc, C, Cc, cs);
-    case RoundMode::ro: return GemmTileKahanRows<RoundMode::ro>(plan, acc, R, V, X, xs, Y, kc, C, Cc, cs);
-    default: HWY_ASSERT(false);  // gemm_fast admits deterministic modes only
-  }
+  });
 }
 
 void GemmTileKahanF32(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const float* X,
@@ -877,46 +856,22 @@ HWY_NOINLINE void GemmTileTreeV(const GemmFastPlan& plan_in, const Format& acc, 
   for (std::size_t c = 0; c < W; c += N) hn::StoreU(hn::LoadU(d, nd + c), d, C + c);
 }
 
-template <RoundMode MODE, typename T>
-void GemmTileTreeRows(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const T* X,
-                      std::size_t xs, const T* Y, std::size_t kc, T* C, std::size_t cs) {
-  for (std::size_t r = 0; r < R; ++r) {
-    const T* const x = X + r * xs;
-    switch (V) {
-      case 8: GemmTileTreeV<MODE, T, 8>(plan, acc, x, Y, kc, C + r * cs); break;
-      case 4: GemmTileTreeV<MODE, T, 4>(plan, acc, x, Y, kc, C + r * cs); break;
-      case 2: GemmTileTreeV<MODE, T, 2>(plan, acc, x, Y, kc, C + r * cs); break;
-      default: GemmTileTreeV<MODE, T, 1>(plan, acc, x, Y, kc, C + r * cs); break;
-    }
-  }
-}
-
 template <typename T>
 void GemmTileTreeAny(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const T* X,
                      std::size_t xs, const T* Y, std::size_t kc, T* C, std::size_t cs) {
   if (plan.prod_round) {
-    // Rounded products first, row by row, then the tree over them with a row of ones.
-    const std::size_t W = V * hn::Lanes(hn::ScalableTag<T>());
-    thread_local std::vector<T> products, ones;  // grow-only, per thread
-    if (products.size() < kc * W) products.resize(kc * W);
-    if (ones.size() < kc) ones.assign(kc, T(1));
-    GemmFastPlan inner = plan;
-    inner.prod_round = false;
+    return ForRowsOfRoundedProducts(plan, R, V, X, xs, Y, kc,
+                                    [&](const GemmFastPlan& inner, std::size_t r, const T* ones, const T* products) {
+      GemmTileTreeAny<T>(inner, acc, 1, V, ones, 0, products, kc, C + r * cs, cs);
+    });
+  }
+  WithDeterministicMode(plan.acc.rounding.mode, [&](auto mode) {
     for (std::size_t r = 0; r < R; ++r) {
-      RoundProducts(plan, X + r * xs, Y, kc, W, products.data());
-      GemmTileTreeAny<T>(inner, acc, 1, V, ones.data(), 0, products.data(), kc, C + r * cs, cs);
+      WithVecs(V, [&](auto v) {
+        GemmTileTreeV<decltype(mode)::value, T, decltype(v)::value>(plan, acc, X + r * xs, Y, kc, C + r * cs);
+      });
     }
-    return;
-  }
-  switch (plan.acc.rounding.mode) {
-    case RoundMode::rne: return GemmTileTreeRows<RoundMode::rne>(plan, acc, R, V, X, xs, Y, kc, C, cs);
-    case RoundMode::rna: return GemmTileTreeRows<RoundMode::rna>(plan, acc, R, V, X, xs, Y, kc, C, cs);
-    case RoundMode::rz: return GemmTileTreeRows<RoundMode::rz>(plan, acc, R, V, X, xs, Y, kc, C, cs);
-    case RoundMode::ru: return GemmTileTreeRows<RoundMode::ru>(plan, acc, R, V, X, xs, Y, kc, C, cs);
-    case RoundMode::rd: return GemmTileTreeRows<RoundMode::rd>(plan, acc, R, V, X, xs, Y, kc, C, cs);
-    case RoundMode::ro: return GemmTileTreeRows<RoundMode::ro>(plan, acc, R, V, X, xs, Y, kc, C, cs);
-    default: HWY_ASSERT(false);  // gemm_fast admits deterministic modes only
-  }
+  });
 }
 
 void GemmTileTreeF32(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const float* X,
@@ -945,15 +900,8 @@ HWY_NOINLINE void GemmFoldMode(const GemmFastPlan& plan, const Format& outer, T*
 
 template <typename T>
 void GemmFoldAny(const GemmFastPlan& plan, const Format& outer, T* c, T* t, std::size_t len) {
-  switch (plan.outer.rounding.mode) {
-    case RoundMode::rne: return GemmFoldMode<RoundMode::rne>(plan, outer, c, t, len);
-    case RoundMode::rna: return GemmFoldMode<RoundMode::rna>(plan, outer, c, t, len);
-    case RoundMode::rz: return GemmFoldMode<RoundMode::rz>(plan, outer, c, t, len);
-    case RoundMode::ru: return GemmFoldMode<RoundMode::ru>(plan, outer, c, t, len);
-    case RoundMode::rd: return GemmFoldMode<RoundMode::rd>(plan, outer, c, t, len);
-    case RoundMode::ro: return GemmFoldMode<RoundMode::ro>(plan, outer, c, t, len);
-    default: HWY_ASSERT(false);  // gemm_fast admits deterministic outer modes only
-  }
+  WithDeterministicMode(plan.outer.rounding.mode,
+                        [&](auto mode) { GemmFoldMode<decltype(mode)::value>(plan, outer, c, t, len); });
 }
 
 void GemmFoldF32(const GemmFastPlan& plan, const Format& outer, float* c, float* t, std::size_t len) {
