@@ -14,6 +14,7 @@
 #include "mpsim/mac.h"
 #include "mpsim/quantize.h"
 #include "mpsim/quantize_array.h"
+#include "../src/mac/gemm_fast.h"
 #include "bit_helpers.h"
 
 namespace mpsim::test {
@@ -175,7 +176,13 @@ TEST(Gemm, ChunkedOrderEqualsTheReference) {
                          "in=e5m2 acc=bf16 order=tree1 outer=fp32", "in=e5m2 acc=e5m5@ru order=tree300 outer=fp32",
                          // outers narrower than the chunk sums, or in another mode: the fold rounds to odd first
                          "in=e5m2 acc=fp16 order=chunk8 outer=e6m5", "in=e5m2 acc=e6m5 order=chunk4 outer=fp32@rz",
-                         "in=e4m3 acc=bf16 order=tree4 outer=e5m2@rd", "in=e5m2 acc=q8.13 order=chunk6 outer=bf16@ru"};
+                         "in=e4m3 acc=bf16 order=tree4 outer=e5m2@rd", "in=e5m2 acc=q8.13 order=chunk6 outer=bf16@ru",
+                         // fused adder trees: each group summed exactly, rounded once (fp32 and fp64 lanes)
+                         "in=e5m2 acc=e6m5 order=ftree8", "in=e4m3 acc=fp16@rz order=ftree4 outer=fp32",
+                         "in=e5m2 acc=bf16 order=ftree1 outer=fp32", "in=e5m2 prod=e6m5 acc=e5m5@rd order=ftree16 outer=fp32",
+                         "in=e5m2 acc=e6m5@ru order=ftree300 outer=fp32", "in=fp16 acc=fp32 order=ftree32",
+                         "in=e4m3fn acc=e5m2@rna order=ftree6 outer=bf16@ro", "in=e5m2 acc=q8.13 order=ftree8 outer=fp32",
+                         "in=e4m3 acc=q4.11@rz order=ftree4 outer=fp32", "in=int8 acc=int16@rd order=ftree16 outer=fp32"};
   std::mt19937_64 g(77);
   std::uniform_int_distribution<std::size_t> dim(1, 12), kdim(1, 300);
   int cases = 0;
@@ -541,8 +548,48 @@ TEST(Gemm, FixedPointAccumulatorsSaturateAndRoundTies) {
   }
 }
 
+// order=ftreeN where a lane's pair hi + lo cannot hold the group's exact sum: with e5m2 inputs
+// and an e6m5 accumulator the kernel runs in fp32 lanes, and the group 2^30, 2^-30, 64, -64,
+// 2^24 loses 2^-30 from lo (lo = 2^-30 + 64 needs 37 bits). The exact sum 2^30 + 2^24 + 2^-30
+// lies just above the midpoint of e6m5's neighbours 2^30 and 2^30 + 2^25, so it rounds up;
+// without the 2^-30 it would be a tie, rounding to even (down). Also an exact zero sum under
+// rd, which IEEE 754 makes -0.
+TEST(Gemm, FusedTreeSumsEachGroupExactly) {
+  const double a[] = {0x1p15, 0x1p-15, 8, 8, 0x1p12}, b[] = {0x1p15, 0x1p-15, 8, -8, 0x1p12};
+  const MacSpec spec = MacSpec::parse("in=e5m2 acc=e6m5 order=ftree8");
+  ASSERT_TRUE(detail::plan_gemm_fast(spec).ok);
+  ASSERT_TRUE(detail::plan_gemm_fast(spec).f32);  // fp32 lanes: hi + lo hold 48 bits
+  const std::size_t n = 19;  // every column the same dot product: full vectors and a partial one
+  std::vector<double> B(5 * n);
+  for (std::size_t p = 0; p < 5; ++p) std::fill_n(B.begin() + static_cast<std::ptrdiff_t>(p * n), n, b[p]);
+  const double want = 0x1p30 + 0x1p25;
+  std::vector<double> ref(n);
+  gemm_ref(spec, GemmOp::nn, 1, n, 5, a, 5, B.data(), n, ref.data(), n);
+  for (SimdLevel level : available_simd_levels()) {
+    LevelGuard guard(level);
+    std::vector<double> got(n);
+    gemm(spec, GemmOp::nn, 1, n, 5, a, 5, B.data(), n, got.data(), n);
+    std::vector<float> af(a, a + 5), Bf(B.begin(), B.end()), gotf(n);
+    gemm(spec, GemmOp::nn, 1, n, 5, af.data(), 5, Bf.data(), n, gotf.data(), n);
+    for (std::size_t j = 0; j < n; ++j) {
+      EXPECT_EQ(got[j], want) << to_string(level) << " column " << j;
+      EXPECT_EQ(static_cast<double>(gotf[j]), want) << to_string(level) << " fp32 column " << j;
+      EXPECT_EQ(ref[j], want) << "reference, column " << j;
+    }
+  }
+  const MacSpec down = MacSpec::parse("in=e5m2 acc=e6m5@rd order=ftree2");
+  ASSERT_TRUE(gemm_is_vectorized(down));
+  const double x[] = {1.5, -1.5}, y[] = {2, 2};
+  for (SimdLevel level : available_simd_levels()) {
+    LevelGuard guard(level);
+    double c = 1;
+    gemm(down, GemmOp::nn, 1, 1, 2, x, 2, y, 1, &c, 1);
+    EXPECT_EQ(bits_of(c), bits_of(-0.0)) << to_string(level);
+  }
+}
+
 TEST(Gemm, SpecsOutsideTheKernelsRunThroughTheReference) {
-  for (const char* text : {"in=e5m2 acc=e6m5 order=ftree8", "in=e5m2 acc=q8.13 order=tree4 outer=fp32", "in=e5m2 acc=q8.13 order=kahan", "in=e5m2 acc=e6m5@sr order=kahan", "in=fp64 acc=fp64", "in=fp32 acc=fp64@rz",
+  for (const char* text : {"in=e5m2 acc=e6m5@sr order=ftree8", "in=e5m2 acc=q8.13 order=tree4 outer=fp32", "in=e5m2 acc=q8.13 order=kahan", "in=e5m2 acc=e6m5@sr order=kahan", "in=fp64 acc=fp64", "in=fp32 acc=fp64@rz",
                            "in=e5m2 acc=fp16 order=chunk8 outer=e6m5@sr", "in=e5m2 acc=e6m5@sr order=chunk8",
                            "in=e5m2 prod=e6m5@sr acc=e6m5", "in=e5m2 acc=exact", "in=e5m2:cfg2 acc=e6m5", "in=e5m2 acc=q8.13:wrap"}) {
     EXPECT_FALSE(gemm_is_vectorized(MacSpec::parse(text))) << text;

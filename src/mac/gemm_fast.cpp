@@ -120,17 +120,18 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
     return plan;
   };
   if (spec.block) return no("block-format inputs (gemm_block.cpp)");
-  if (spec.order.kind == MacOrderKind::ftree) return no("order is ftreeN");
   const bool kahan = spec.order.kind == MacOrderKind::kahan;
-  const bool tree = spec.order.kind == MacOrderKind::tree;
+  // ftreeN runs on the tree kernels' driver (whole groups per call), its group summed exactly.
+  const bool ftree = spec.order.kind == MacOrderKind::ftree;
+  const bool tree = spec.order.kind == MacOrderKind::tree || ftree;
   if (kahan && (!spec.acc || spec.acc->kind() != FormatKind::floating)) return no("order=kahan without a float accumulator");
-  if (tree && (!spec.acc || spec.acc->kind() != FormatKind::floating)) return no("order=treeN without a float accumulator");
+  if (tree && !ftree && (!spec.acc || spec.acc->kind() != FormatKind::floating)) return no("order=treeN without a float accumulator");
   if (spec.prod && spec.prod->rounding().stochastic()) return no("prod= rounds the product stochastically");
   if (!spec.acc) return no("acc=exact");
   const Format& acc = *spec.acc;
   if (acc.rounding().stochastic()) {
     if (spec.order.kind != MacOrderKind::seq && spec.order.kind != MacOrderKind::chunk) {
-      return no("a stochastic accumulator with order=treeN or kahan");
+      return no("a stochastic accumulator with order=treeN, ftreeN or kahan");
     }
     return plan_sr(spec, plan);
   }
@@ -186,6 +187,9 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
     plan.to_odd = false;
     if (plan.fixed) {
       if (rc.bits > lane.P - 1) continue;  // acc + converted product exact in the lane
+      // ftreeN: a group's exact sum, clamped to twice the range, rounded to odd with two bits
+      // more than the accumulator's grid, then into it.
+      if (ftree && rc.bits + 3 > lane.P) continue;
     } else {
       // Innocuous double rounding (to nearest-even only): the product has at most the
       // accumulator's p bits and the lane 2p + 2. Below the accumulator's normal range its
@@ -232,6 +236,7 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
     plan.chunk = spec.order.kind == MacOrderKind::chunk || tree ? spec.order.n : 0;
     plan.kahan = kahan;
     plan.tree = tree;
+    plan.ftree = ftree;
     plan.ok = true;
     plan.why = "";
     return plan;

@@ -47,6 +47,9 @@
 // `order=treeN` with a float accumulator in any deterministic mode: each adder of a group's
 // tree is such a rounded exact sum, and the group values go into outer as chunk sums do (the
 // conditions of chunkN, with a group of one product passing the product itself).
+// `order=ftreeN` likewise, each group's products summed exactly in a pair of lanes (TwoSum
+// into hi, its error into lo, a lane whose second error is nonzero going to the reference) and
+// the exact sum rounded to odd, then once into acc.
 // Everything else goes through the exact reference (gemm.cpp decides).
 #pragma once
 
@@ -65,7 +68,8 @@ struct GemmFastPlan {
   bool sr = false;       // float accumulator rounding stochastically (sr, srN), in fp64 lanes: gemm_tile_sr
   bool to_odd = false;   // float accumulator: each sum formed rounded to odd, then rounded (any deterministic mode)
   bool kahan = false;    // order=kahan: float accumulator, to_odd, gemm_tile_kahan
-  bool tree = false;     // order=treeN (chunk = N): float accumulator, to_odd, gemm_tile_tree per group
+  bool tree = false;     // order=treeN or ftreeN (chunk = N): float accumulator, to_odd, gemm_tile_tree per group
+  bool ftree = false;    // order=ftreeN: gemm_tile_tree sums each group exactly and rounds it once
   QuantPlan acc;         // the accumulator's rounding plan in the lane type
   // prod=<fmt> (deterministic modes): each exact product is rounded into it first (a vector
   // pass per row of a tile), and the rounded products are what the accumulator takes.
@@ -143,7 +147,7 @@ void gemm_tile_kahan(const GemmFastPlan& plan, const Format& acc, std::size_t ro
 
 // order=treeN (plan.tree): C[r][c] = the pairwise adder tree (every adder rounding into acc,
 // docs/mac.md section 3) over the kc products X[r][p] * Y[p][c] of one whole group; C's
-// previous contents are ignored.
+// previous contents are ignored. With plan.ftree: their exact sum rounded once into acc.
 void gemm_tile_tree(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const float* X,
                     std::size_t xs, const float* Y, std::size_t kc, float* C, std::size_t cs);
 void gemm_tile_tree(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const double* X,

@@ -825,6 +825,21 @@ void GemmTileKahanF64(const GemmFastPlan& plan, const Format& acc, std::size_t R
 
 // ---- order=treeN (float accumulators, deterministic modes) ---------------------------------
 
+// The kc x W exact products X[p] * Y[p * W + c] of one row's group (gemm_fast.h: exact in
+// the lane), in a grow-only per-thread buffer that the group's reduction then works in.
+template <class D, typename T = hn::TFromD<D>>
+HWY_INLINE T* GroupProducts(D d, const T* HWY_RESTRICT X, const T* HWY_RESTRICT Y, std::size_t kc, std::size_t W) {
+  thread_local std::vector<T> nodes;
+  if (nodes.size() < kc * W) nodes.resize(kc * W);
+  T* const nd = nodes.data();
+  const std::size_t N = hn::Lanes(d);
+  for (std::size_t p = 0; p < kc; ++p) {
+    const auto xv = hn::Set(d, X[p]);
+    for (std::size_t c = 0; c < W; c += N) hn::StoreU(hn::Mul(xv, hn::LoadU(d, Y + p * W + c)), d, nd + p * W + c);
+  }
+  return nd;
+}
+
 // One row of V vectors: the group's kc products are the leaves; level by level adjacent nodes
 // are added, each adder an exact lane sum rounded to odd and then into acc (GemmStep's kOdd
 // path), an odd node at the end of a level passing up unchanged; the root goes to C.
@@ -835,15 +850,7 @@ HWY_NOINLINE void GemmTileTreeV(const GemmFastPlan& plan_in, const Format& acc, 
   const hn::ScalableTag<T> d;
   const std::size_t N = hn::Lanes(d);
   const std::size_t W = static_cast<std::size_t>(V) * N;
-  thread_local std::vector<T> nodes;  // grow-only, per thread
-  if (nodes.size() < kc * W) nodes.resize(kc * W);
-  T* const nd = nodes.data();
-  for (std::size_t p = 0; p < kc; ++p) {
-    const auto xv = hn::Set(d, X[p]);
-    for (std::size_t c = 0; c < W; c += N) {
-      hn::StoreU(hn::Mul(xv, hn::LoadU(d, Y + p * W + c)), d, nd + p * W + c);  // exact (gemm_fast.h)
-    }
-  }
+  T* const nd = GroupProducts(d, X, Y, kc, W);
   for (std::size_t len = kc; len > 1; len = (len + 1) / 2) {
     for (std::size_t i = 0; i < len; i += 2) {
       for (std::size_t c = 0; c < W; c += N) {
@@ -854,6 +861,97 @@ HWY_NOINLINE void GemmTileTreeV(const GemmFastPlan& plan_in, const Format& acc, 
     }
   }
   for (std::size_t c = 0; c < W; c += N) hn::StoreU(hn::LoadU(d, nd + c), d, C + c);
+}
+
+// The lanes GemmTileFtreeV could not sum exactly, by the reference: the exact sum of the
+// group's products (those of column c are nd[p * W + c]), rounded once into acc.
+template <typename T>
+HWY_NOINLINE void FtreeFixLanes(const Format& acc, const T* nd, std::size_t W, std::size_t kc, std::size_t c0,
+                                std::uint64_t bits, std::size_t lanes, T* out) {
+  const bool round_down = acc.rounding().mode == RoundMode::rd;
+  for (std::size_t j = 0; j < lanes; ++j) {
+    if ((bits >> j) & 1) {
+      ExactValue sum = ExactValue::from_double(static_cast<double>(nd[c0 + j]));
+      for (std::size_t p = 1; p < kc; ++p) {
+        sum = ExactValue::add(sum, ExactValue::from_double(static_cast<double>(nd[p * W + c0 + j])), round_down);
+      }
+      out[j] = static_cast<T>(round_exact(sum, acc).value);
+    }
+  }
+}
+
+// order=ftreeN, one row of V vectors: the group's kc products summed exactly and rounded once
+// into acc. Each lane keeps the running sum as an unevaluated pair hi + lo: hi takes each
+// product with TwoSum, whose exact error goes into lo by a second TwoSum. While that second
+// error is zero (it is unless the group's values span about twice the lane's precision) and
+// the lane stays finite, hi + lo is the exact sum, which SumToOdd rounds to odd and
+// RoundVector then into acc: one correct rounding, as for the other kinds (the plan keeps two
+// more bits in the lane than in acc, and every nonzero sum, a multiple of the products'
+// quantum, at least the lane's smallest normal). A lane where either fails is summed again by
+// the reference (FtreeFixLanes). An exact zero sum takes IEEE 754's sign, as the reference's
+// sequence of exact additions gives it: -0 only if every product is -0, except under rd,
+// where +0 only if every product is +0. kFixed: a fixed-point or integer accumulator, which the
+// odd sum reaches through the clamp and conversion of GemmStep's fixed path (the plan keeps
+// three bits more in the lane than the accumulator's range).
+template <bool kFixed, RoundMode MODE, typename T, int V>
+HWY_NOINLINE void GemmTileFtreeV(const GemmFastPlan& plan_in, const Format& acc, const T* HWY_RESTRICT X,
+                                 const T* HWY_RESTRICT Y, std::size_t kc, T* HWY_RESTRICT C) {
+  const GemmFastPlan plan = plan_in;
+  const hn::ScalableTag<T> d;
+  const hn::RebindToUnsigned<decltype(d)> du;
+  using TU = hn::TFromD<decltype(du)>;
+  const std::size_t N = hn::Lanes(d);
+  const std::size_t W = static_cast<std::size_t>(V) * N;
+  T* const nd = GroupProducts(d, X, Y, kc, W);  // kept for lanes the reference sums again
+  const auto neg_zero = hn::Set(du, TU{1} << (sizeof(T) * 8 - 1));
+  alignas(64) T fixed[HWY_MAX_BYTES / sizeof(T)];
+  for (std::size_t c = 0; c < W; c += N) {
+    auto hi = hn::LoadU(d, nd + c);
+    auto lo = hn::BitCast(d, neg_zero);  // x + (-0) = x for every x, +0 included
+    auto all_neg_zero = hn::Eq(hn::BitCast(du, hi), neg_zero);
+    auto all_pos_zero = hn::Eq(hn::BitCast(du, hi), hn::Zero(du));
+    auto bad = hn::Not(hn::IsFinite(hi));
+    for (std::size_t p = 1; p < kc; ++p) {
+      const auto v = hn::LoadU(d, nd + p * W + c);
+      all_neg_zero = hn::And(all_neg_zero, hn::Eq(hn::BitCast(du, v), neg_zero));
+      all_pos_zero = hn::And(all_pos_zero, hn::Eq(hn::BitCast(du, v), hn::Zero(du)));
+      const auto s = hn::Add(hi, v);
+      const auto z = hn::Sub(s, hi);
+      const auto e = hn::Add(hn::Sub(hi, hn::Sub(s, z)), hn::Sub(v, z));
+      const auto t = hn::Add(lo, e);
+      const auto y = hn::Sub(t, lo);
+      const auto e2 = hn::Add(hn::Sub(lo, hn::Sub(t, y)), hn::Sub(e, y));
+      bad = hn::Or(bad, hn::Or(hn::Ne(e2, hn::Zero(d)), hn::Not(hn::IsFinite(s))));
+      hi = s;
+      lo = t;
+    }
+    auto r = SumToOdd(d, hi, lo);
+    const auto zero_sign = MODE == RoundMode::rd ? hn::IfThenZeroElse(hn::RebindMask(du, all_pos_zero), neg_zero)
+                                                 : hn::IfThenElseZero(hn::RebindMask(du, all_neg_zero), neg_zero);
+    r = hn::IfThenElse(hn::Eq(r, hn::Zero(d)), hn::BitCast(d, zero_sign), r);
+    if constexpr (kFixed) {
+      // Clamped to twice the range first (beyond it the sum saturates either way), converted
+      // with the accumulator's mode, saturated; NaN compares false and stays NaN.
+      const auto clampv = hn::Set(d, static_cast<T>(plan.prod_clamp));
+      r = hn::IfThenElse(hn::Gt(r, clampv), clampv, hn::IfThenElse(hn::Lt(r, hn::Neg(clampv)), hn::Neg(clampv), r));
+      r = RoundVector<MODE, 1>(d, plan.acc, acc, r, nullptr, 0, RandomKey{});
+      const auto lo_v = hn::Set(d, static_cast<T>(plan.fixed_lo));
+      const auto hi_v = hn::Set(d, static_cast<T>(plan.fixed_hi));
+      r = hn::IfThenElse(hn::Gt(r, hi_v), hi_v, hn::IfThenElse(hn::Lt(r, lo_v), lo_v, r));
+    } else {
+      r = RoundVector<MODE, 0>(d, plan.acc, acc, r, nullptr, 0, RandomKey{});
+    }
+    if (HWY_UNLIKELY(!hn::AllFalse(d, bad))) {
+      std::uint8_t mask_bytes[8] = {};
+      hn::StoreMaskBits(d, bad, mask_bytes);
+      std::uint64_t bits = 0;
+      std::memcpy(&bits, mask_bytes, sizeof bits);
+      hn::Store(r, d, fixed);
+      FtreeFixLanes(acc, nd, W, kc, c, bits, N, fixed);
+      r = hn::Load(d, fixed);
+    }
+    hn::StoreU(r, d, C + c);
+  }
 }
 
 template <typename T>
@@ -868,7 +966,13 @@ void GemmTileTreeAny(const GemmFastPlan& plan, const Format& acc, std::size_t R,
   WithDeterministicMode(plan.acc.rounding.mode, [&](auto mode) {
     for (std::size_t r = 0; r < R; ++r) {
       WithVecs(V, [&](auto v) {
-        GemmTileTreeV<decltype(mode)::value, T, decltype(v)::value>(plan, acc, X + r * xs, Y, kc, C + r * cs);
+        if (plan.ftree && plan.fixed) {
+          GemmTileFtreeV<true, decltype(mode)::value, T, decltype(v)::value>(plan, acc, X + r * xs, Y, kc, C + r * cs);
+        } else if (plan.ftree) {
+          GemmTileFtreeV<false, decltype(mode)::value, T, decltype(v)::value>(plan, acc, X + r * xs, Y, kc, C + r * cs);
+        } else {
+          GemmTileTreeV<decltype(mode)::value, T, decltype(v)::value>(plan, acc, X + r * xs, Y, kc, C + r * cs);
+        }
       });
     }
   });
