@@ -182,7 +182,13 @@ TEST(Gemm, ChunkedOrderEqualsTheReference) {
                          "in=e5m2 acc=bf16 order=ftree1 outer=fp32", "in=e5m2 prod=e6m5 acc=e5m5@rd order=ftree16 outer=fp32",
                          "in=e5m2 acc=e6m5@ru order=ftree300 outer=fp32", "in=fp16 acc=fp32 order=ftree32",
                          "in=e4m3fn acc=e5m2@rna order=ftree6 outer=bf16@ro", "in=e5m2 acc=q8.13 order=ftree8 outer=fp32",
-                         "in=e4m3 acc=q4.11@rz order=ftree4 outer=fp32", "in=int8 acc=int16@rd order=ftree16 outer=fp32"};
+                         "in=e4m3 acc=q4.11@rz order=ftree4 outer=fp32", "in=int8 acc=int16@rd order=ftree16 outer=fp32",
+                         // adder trees in fixed point: leaves converted, every adder saturating
+                         "in=e5m2 acc=q8.13 order=tree4 outer=fp32", "in=int8 acc=int16@rd order=tree8 outer=fp32",
+                         "in=e4m3 acc=q4.11@rz order=tree3 outer=fp32", "in=e5m2 prod=e5m2@ru acc=q8.13 order=tree1 outer=fp32",
+                         // fixed-point and integer outers: chunk sums converted, totals saturating
+                         "in=e5m2 acc=e6m5 order=chunk8 outer=q8.13", "in=e4m3 acc=fp16@rz order=tree4 outer=q4.11@rd",
+                         "in=int8 acc=int16 order=ftree4 outer=int32", "in=e5m2 acc=q8.13 order=chunk6 outer=q4.9@rna"};
   std::mt19937_64 g(77);
   std::uniform_int_distribution<std::size_t> dim(1, 12), kdim(1, 300);
   int cases = 0;
@@ -421,7 +427,7 @@ TEST(Gemm, StochasticAccumulatorEqualsTheReference) {
                          "in=e5m2:cfg5 acc=bf16@sr1", "in=e5m2 acc=e5m5@sr32",
                          // chunks summed stochastically, chunk sums into a round-to-nearest outer
                          "in=e5m2 acc=e6m5@sr order=chunk8 outer=fp32", "in=e4m3 acc=fp16@sr4 order=chunk5 outer=fp32",
-                         "in=e5m2 acc=e6m5@sr order=chunk3 outer=bf16@rd"};
+                         "in=e5m2 acc=e6m5@sr order=chunk3 outer=bf16@rd", "in=e5m2 acc=e6m5@sr order=chunk16 outer=q11.13@rz"};
   struct Case {
     std::size_t m, n, k;
     double scale, bias;
@@ -589,7 +595,7 @@ TEST(Gemm, FusedTreeSumsEachGroupExactly) {
 }
 
 TEST(Gemm, SpecsOutsideTheKernelsRunThroughTheReference) {
-  for (const char* text : {"in=e5m2 acc=e6m5@sr order=ftree8", "in=e5m2 acc=q8.13 order=tree4 outer=fp32", "in=e5m2 acc=q8.13 order=kahan", "in=e5m2 acc=e6m5@sr order=kahan", "in=fp64 acc=fp64", "in=fp32 acc=fp64@rz",
+  for (const char* text : {"in=e5m2 acc=e6m5@sr order=ftree8", "in=e5m2 acc=q8.13 order=kahan", "in=e5m2 acc=e6m5@sr order=kahan", "in=fp64 acc=fp64", "in=fp32 acc=fp64@rz",
                            "in=e5m2 acc=fp16 order=chunk8 outer=e6m5@sr", "in=e5m2 acc=e6m5@sr order=chunk8",
                            "in=e5m2 prod=e6m5@sr acc=e6m5", "in=e5m2 acc=exact", "in=e5m2:cfg2 acc=e6m5", "in=e5m2 acc=q8.13:wrap"}) {
     EXPECT_FALSE(gemm_is_vectorized(MacSpec::parse(text))) << text;

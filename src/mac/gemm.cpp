@@ -310,6 +310,15 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
         detail::gemm_fold(plan, *spec.outer_format(), cr, tr, wq);
         continue;
       }
+      if (plan.outer_fixed) {
+        // Each chunk sum converted into outer, added to the total (exact: two values of its
+        // grid within the lane's integers), the total saturated.
+        detail::gemm_pack(plan.outer, *spec.outer_format(), cr, wq, cr, 1);
+        for (std::size_t u = 0; u < wq; ++u) tr[u] += cr[u];
+        detail::gemm_pack(plan.outer, *spec.outer_format(), tr, wq, tr, 1);
+        std::fill(cr, cr + wq, L(0));
+        continue;
+      }
       for (std::size_t u = 0; u < wq; ++u) tr[u] += cr[u];  // correctly rounded in the lane
       detail::gemm_pack(plan.outer, *spec.outer_format(), tr, wq, tr, 1);
       std::fill(cr, cr + wq, L(0));

@@ -51,7 +51,25 @@ struct Lane {
 // Where the innocuous double rounding does not hold (outer narrower than the chunk sums, or not
 // rounding to nearest-even), the fold rounds each exact sum to odd first (plan.outer_odd).
 bool outer_fits(const Format& outer, const Range& rc, const Lane& lane, GemmFastPlan& plan) {
-  if (outer.kind() != FormatKind::floating || outer.rounding().stochastic() || !outer.fits(lane.carrier)) return false;
+  if (outer.rounding().stochastic() || !outer.fits(lane.carrier)) return false;
+  if (outer.kind() != FormatKind::floating) {
+    // A saturating fixed-point or integer outer: the fold converts each chunk sum (a lane
+    // value) into it with its mode and adds it to the total, exactly in the lane (two values
+    // of its grid), then saturates; both are the array quantizer's rounding into outer.
+    if (outer.kind() == FormatKind::fixed && outer.fixed_spec().wrap) return false;
+    if (outer.kind() == FormatKind::integer && outer.int_spec().zp != 0) return false;
+    const RoundMode m = outer.rounding().mode;
+    if (m != RoundMode::rne && m != RoundMode::rna && m != RoundMode::rz && m != RoundMode::ru && m != RoundMode::rd &&
+        m != RoundMode::ro) {
+      return false;
+    }
+    if (range_of(outer).bits > lane.P - 1) return false;
+    plan.outer = make_plan(outer, lane.carrier);
+    plan.outer_odd = false;
+    plan.outer_fixed = true;
+    return plan.outer.kind == PlanKind::fixed;
+  }
+  plan.outer_fixed = false;
   const Range ro = range_of(outer);
   if (ro.bits >= 64) return false;
   if (std::min(ro.quantum, rc.quantum) < lane.min_normal || ro.max + rc.max > lane.max / 2) return false;
@@ -125,7 +143,6 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
   const bool ftree = spec.order.kind == MacOrderKind::ftree;
   const bool tree = spec.order.kind == MacOrderKind::tree || ftree;
   if (kahan && (!spec.acc || spec.acc->kind() != FormatKind::floating)) return no("order=kahan without a float accumulator");
-  if (tree && !ftree && (!spec.acc || spec.acc->kind() != FormatKind::floating)) return no("order=treeN without a float accumulator");
   if (spec.prod && spec.prod->rounding().stochastic()) return no("prod= rounds the product stochastically");
   if (!spec.acc) return no("acc=exact");
   const Format& acc = *spec.acc;

@@ -40,6 +40,8 @@
 // sum with at least 2p + 2 bits and the chunk sum has at most p bits (innocuous double
 // rounding again); otherwise (a narrower outer, or any other deterministic mode of outer) the
 // exact lane sum is rounded to odd and then into outer, as a product into a float accumulator.
+// A saturating fixed-point or integer outer (deterministic modes) takes each chunk sum converted
+// into it by the array quantizer's rounding, adds it exactly and saturates the total.
 // `order=kahan` runs with a float accumulator in any deterministic mode: each of the four
 // operations of a step is an exact sum of two lane values rounded to odd and then into the
 // accumulator (the lane keeps two more bits, and sums of up to twice the largest value plus
@@ -80,6 +82,7 @@ struct GemmFastPlan {
   std::size_t chunk = 0; // order=chunkN: N (chunks of N steps summed in acc, then added into outer)
   QuantPlan outer;       // chunk: the outer accumulator's rounding plan in the lane type
   bool outer_odd = false; // chunk/tree: the fold rounds each exact sum to odd, then into outer (gemm_fold)
+  bool outer_fixed = false; // chunk/tree: a fixed-point outer; the fold converts, adds and saturates (gemm.cpp)
   double fixed_lo = 0, fixed_hi = 0;  // fixed: the accumulator's range (saturation)
   double prod_clamp = 0;              // fixed: products beyond +-this are clamped first (they saturate anyway)
   const char* why = "";  // when !ok: the first condition that failed (for tests and docs)

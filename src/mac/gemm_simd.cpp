@@ -263,6 +263,27 @@ HWY_INLINE hn::Vec<D> SumToOdd(D d, hn::Vec<D> a, hn::Vec<D> b) {
   return hn::BitCast(d, hn::IfThenElse(inexact_even, hn::Add(sb, delta), sb));
 }
 
+// A fixed-point accumulator's conversion of a lane value x (a product, or an exact sum rounded
+// to odd) with the accumulator's MODE: clamped first to plan.prod_clamp, a power of two at
+// least twice the range (beyond the range it saturates either way, and the clamp keeps the
+// conversion among the lane's exact integers); NaN compares false and stays NaN.
+template <RoundMode MODE, class D>
+HWY_INLINE hn::Vec<D> FixedConvert(D d, const GemmFastPlan& plan, const Format& acc, hn::Vec<D> x) {
+  using T = hn::TFromD<D>;
+  const auto clampv = hn::Set(d, static_cast<T>(plan.prod_clamp));
+  const auto xc = hn::IfThenElse(hn::Gt(x, clampv), clampv, hn::IfThenElse(hn::Lt(x, hn::Neg(clampv)), hn::Neg(clampv), x));
+  return RoundVector<MODE, 1>(d, plan.acc, acc, xc, nullptr, 0, RandomKey{});
+}
+
+// A value of the fixed-point accumulator's grid saturated to its range.
+template <class D>
+HWY_INLINE hn::Vec<D> FixedSaturate(D d, const GemmFastPlan& plan, hn::Vec<D> x) {
+  using T = hn::TFromD<D>;
+  const auto lo = hn::Set(d, static_cast<T>(plan.fixed_lo));
+  const auto hi = hn::Set(d, static_cast<T>(plan.fixed_hi));
+  return hn::IfThenElse(hn::Gt(x, hi), hi, hn::IfThenElse(hn::Lt(x, lo), lo, x));
+}
+
 // One step of one accumulator vector: acc + x * y with the accumulator's rounding MODE (a
 // deterministic mode: the random key plays no part). kOdd: the float sum is formed rounded to
 // odd (SumToOdd) and then rounded into the accumulator; else (to nearest-even only) it is the
@@ -271,17 +292,9 @@ HWY_INLINE hn::Vec<D> SumToOdd(D d, hn::Vec<D> a, hn::Vec<D> b) {
 template <bool kFixed, RoundMode MODE, bool kOdd, class D>
 HWY_INLINE hn::Vec<D> GemmStep(D d, const GemmFastPlan& plan, const Format& acc, hn::Vec<D> a, hn::Vec<D> prod) {
   if constexpr (kFixed) {
-    // Convert the product into the accumulator (clamped first: beyond the range it saturates
-    // either way), then add and saturate; NaN compares false and stays NaN.
-    using T = hn::TFromD<D>;
-    const auto clampv = hn::Set(d, static_cast<T>(plan.prod_clamp));
-    const auto pc = hn::IfThenElse(hn::Gt(prod, clampv), clampv,
-                                   hn::IfThenElse(hn::Lt(prod, hn::Neg(clampv)), hn::Neg(clampv), prod));
-    const auto qv = RoundVector<MODE, 1>(d, plan.acc, acc, pc, nullptr, 0, RandomKey{});
-    const auto s = hn::Add(a, qv);  // exact: both on the accumulator's grid
-    const auto lo = hn::Set(d, static_cast<T>(plan.fixed_lo));
-    const auto hi = hn::Set(d, static_cast<T>(plan.fixed_hi));
-    return hn::IfThenElse(hn::Gt(s, hi), hi, hn::IfThenElse(hn::Lt(s, lo), lo, s));
+    // Convert the product into the accumulator, then add (exact: both on the accumulator's
+    // grid, within the lane's integers) and saturate.
+    return FixedSaturate(d, plan, hn::Add(a, FixedConvert<MODE>(d, plan, acc, prod)));
   } else if constexpr (kOdd) {
     auto s = SumToOdd(d, a, prod);
     if constexpr (MODE == RoundMode::rd) {
@@ -842,8 +855,10 @@ HWY_INLINE T* GroupProducts(D d, const T* HWY_RESTRICT X, const T* HWY_RESTRICT 
 
 // One row of V vectors: the group's kc products are the leaves; level by level adjacent nodes
 // are added, each adder an exact lane sum rounded to odd and then into acc (GemmStep's kOdd
-// path), an odd node at the end of a level passing up unchanged; the root goes to C.
-template <RoundMode MODE, typename T, int V>
+// path), an odd node at the end of a level passing up unchanged; the root goes to C. kFixed: a
+// fixed-point or integer accumulator converts every leaf first, and each adder's exact sum
+// (two values of its grid; the lane holds it exactly) saturates, as the reference's tree does.
+template <bool kFixed, RoundMode MODE, typename T, int V>
 HWY_NOINLINE void GemmTileTreeV(const GemmFastPlan& plan_in, const Format& acc, const T* HWY_RESTRICT X,
                                 const T* HWY_RESTRICT Y, std::size_t kc, T* HWY_RESTRICT C) {
   const GemmFastPlan plan = plan_in;
@@ -851,11 +866,21 @@ HWY_NOINLINE void GemmTileTreeV(const GemmFastPlan& plan_in, const Format& acc, 
   const std::size_t N = hn::Lanes(d);
   const std::size_t W = static_cast<std::size_t>(V) * N;
   T* const nd = GroupProducts(d, X, Y, kc, W);
+  if constexpr (kFixed) {
+    // The converter after each multiplier: every leaf into the accumulator (saturating).
+    for (std::size_t i = 0; i < kc * W; i += N) {
+      hn::StoreU(FixedSaturate(d, plan, FixedConvert<MODE>(d, plan, acc, hn::LoadU(d, nd + i))), d, nd + i);
+    }
+  }
   for (std::size_t len = kc; len > 1; len = (len + 1) / 2) {
     for (std::size_t i = 0; i < len; i += 2) {
       for (std::size_t c = 0; c < W; c += N) {
         auto v = hn::LoadU(d, nd + i * W + c);
-        if (i + 1 < len) v = GemmStep<false, MODE, true>(d, plan, acc, v, hn::LoadU(d, nd + (i + 1) * W + c));
+        if (i + 1 < len) {
+          const auto w = hn::LoadU(d, nd + (i + 1) * W + c);
+          // A fixed-point adder: the exact sum of two values of the grid, saturated.
+          v = kFixed ? FixedSaturate(d, plan, hn::Add(v, w)) : GemmStep<false, MODE, true>(d, plan, acc, v, w);
+        }
         hn::StoreU(v, d, nd + (i / 2) * W + c);
       }
     }
@@ -930,14 +955,7 @@ HWY_NOINLINE void GemmTileFtreeV(const GemmFastPlan& plan_in, const Format& acc,
                                                  : hn::IfThenElseZero(hn::RebindMask(du, all_neg_zero), neg_zero);
     r = hn::IfThenElse(hn::Eq(r, hn::Zero(d)), hn::BitCast(d, zero_sign), r);
     if constexpr (kFixed) {
-      // Clamped to twice the range first (beyond it the sum saturates either way), converted
-      // with the accumulator's mode, saturated; NaN compares false and stays NaN.
-      const auto clampv = hn::Set(d, static_cast<T>(plan.prod_clamp));
-      r = hn::IfThenElse(hn::Gt(r, clampv), clampv, hn::IfThenElse(hn::Lt(r, hn::Neg(clampv)), hn::Neg(clampv), r));
-      r = RoundVector<MODE, 1>(d, plan.acc, acc, r, nullptr, 0, RandomKey{});
-      const auto lo_v = hn::Set(d, static_cast<T>(plan.fixed_lo));
-      const auto hi_v = hn::Set(d, static_cast<T>(plan.fixed_hi));
-      r = hn::IfThenElse(hn::Gt(r, hi_v), hi_v, hn::IfThenElse(hn::Lt(r, lo_v), lo_v, r));
+      r = FixedSaturate(d, plan, FixedConvert<MODE>(d, plan, acc, r));
     } else {
       r = RoundVector<MODE, 0>(d, plan.acc, acc, r, nullptr, 0, RandomKey{});
     }
@@ -970,8 +988,10 @@ void GemmTileTreeAny(const GemmFastPlan& plan, const Format& acc, std::size_t R,
           GemmTileFtreeV<true, decltype(mode)::value, T, decltype(v)::value>(plan, acc, X + r * xs, Y, kc, C + r * cs);
         } else if (plan.ftree) {
           GemmTileFtreeV<false, decltype(mode)::value, T, decltype(v)::value>(plan, acc, X + r * xs, Y, kc, C + r * cs);
+        } else if (plan.fixed) {
+          GemmTileTreeV<true, decltype(mode)::value, T, decltype(v)::value>(plan, acc, X + r * xs, Y, kc, C + r * cs);
         } else {
-          GemmTileTreeV<decltype(mode)::value, T, decltype(v)::value>(plan, acc, X + r * xs, Y, kc, C + r * cs);
+          GemmTileTreeV<false, decltype(mode)::value, T, decltype(v)::value>(plan, acc, X + r * xs, Y, kc, C + r * cs);
         }
       });
     }
