@@ -94,8 +94,9 @@ GemmFastPlan plan_sr(const MacSpec& spec, GemmFastPlan plan) {
     return plan;
   };
   const Format& acc = *spec.acc;
-  if ((spec.order.kind != MacOrderKind::seq && spec.order.kind != MacOrderKind::chunk) || spec.prod) {
-    return no("order is not seq or chunkN, or the product is rounded");
+  const MacOrderKind order = spec.order.kind;
+  if ((order != MacOrderKind::seq && order != MacOrderKind::chunk && order != MacOrderKind::ftree) || spec.prod) {
+    return no("order is not seq, chunkN or ftreeN, or the product is rounded");
   }
   if (acc.kind() != FormatKind::floating) return no("a stochastic accumulator that is not a float");
   const FloatSpec& fs = acc.float_spec();
@@ -113,12 +114,14 @@ GemmFastPlan plan_sr(const MacSpec& spec, GemmFastPlan plan) {
   if (rc.bits > 24 || rc.quantum < DBL_MIN || rc.max + prod_max > DBL_MAX / 2) return no("the accumulator is too wide for fp64 lanes");
   plan.acc = make_plan(acc, Carrier::fp64);
   if (plan.acc.kind != PlanKind::floating) return no("no vector plan for the accumulator");
-  if (spec.order.kind == MacOrderKind::chunk) {
-    // Chunk sums (values of acc) into a round-to-nearest outer, as for the other chunk kernels.
+  if (order == MacOrderKind::chunk || order == MacOrderKind::ftree) {
+    // Chunk or group sums (values of acc) into outer, as for the other chunk kernels; ftreeN's
+    // exact group sums in a pair of fp64 lanes (a lane that loses a bit goes to the reference).
     if (!outer_fits(*spec.outer_format(), rc, Lane{53, DBL_MIN, DBL_MAX, Carrier::fp64}, plan)) {
-      return no("order=chunkN with an outer the kernels do not take");
+      return no("order=chunkN or ftreeN with an outer the kernels do not take");
     }
     plan.chunk = spec.order.n;
+    plan.tree = plan.ftree = order == MacOrderKind::ftree;
   }
   plan.sr = true;
   plan.f32 = false;
@@ -147,9 +150,7 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
   if (!spec.acc) return no("acc=exact");
   const Format& acc = *spec.acc;
   if (acc.rounding().stochastic()) {
-    if (spec.order.kind != MacOrderKind::seq && spec.order.kind != MacOrderKind::chunk) {
-      return no("a stochastic accumulator with order=treeN, ftreeN or kahan");
-    }
+    if (spec.order.kind == MacOrderKind::tree || kahan) return no("a stochastic accumulator with order=treeN or kahan");
     return plan_sr(spec, plan);
   }
   const RoundMode mode = acc.rounding().mode;

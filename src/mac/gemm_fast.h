@@ -49,7 +49,8 @@
 // `order=treeN` with a float accumulator in any deterministic mode: each adder of a group's
 // tree is such a rounded exact sum, and the group values go into outer as chunk sums do (the
 // conditions of chunkN, with a group of one product passing the product itself).
-// `order=ftreeN` likewise, each group's products summed exactly in a pair of lanes (TwoSum
+// `order=ftreeN` (also with a stochastic accumulator, the exact group sum then rounded as sr
+// rounds a sum, with the group's random word) likewise, each group's products summed exactly in a pair of lanes (TwoSum
 // into hi, its error into lo, a lane whose second error is nonzero going to the reference) and
 // the exact sum rounded to odd, then once into acc.
 // Everything else goes through the exact reference (gemm.cpp decides).
@@ -133,6 +134,13 @@ struct GemmSrTile {
 // (docs/mac.md section 5), as the reference does.
 void gemm_tile_sr(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const double* X,
                   std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs, const GemmSrTile& t);
+
+// order=ftreeN with a stochastic accumulator (plan.sr and plan.ftree): C[r][c] = the exact sum
+// of the kc products X[r][p] * Y[p][c] of one whole group starting at step t.p0, rounded once
+// into acc with the random word of (output, t.p0, MacSite::group); C's contents are ignored.
+void gemm_tile_ftree_sr(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs,
+                        const double* X, std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs,
+                        const GemmSrTile& t);
 
 // chunkN / treeN with plan.outer_odd: t[i] = outer(t[i] + c[i]) rounded once in outer's mode
 // (the exact lane sum rounded to odd, then into outer), c[i] = +0, for i < len (len a multiple

@@ -471,6 +471,43 @@ HWY_INLINE void WithVecs(std::size_t vecs, F&& f) {
   }
 }
 
+// ---- groups of products (treeN, ftreeN) ---------------------------------------------------
+
+// The lanes an ftreeN kernel could not sum exactly, by the reference: the exact sum of the
+// group's products (those of column c are nd[p * W + c]), rounded once into acc; a stochastic
+// acc with the random bits of (outs[j], step, MacSite::group).
+template <typename T>
+HWY_NOINLINE void FtreeFixLanes(const Format& acc, const T* nd, std::size_t W, std::size_t kc, std::size_t c0,
+                                std::uint64_t bits, std::size_t lanes, T* out, const std::uint64_t* outs = nullptr,
+                                std::uint64_t step = 0, const RandomKey& key = {}) {
+  const bool round_down = acc.rounding().mode == RoundMode::rd;
+  for (std::size_t j = 0; j < lanes; ++j) {
+    if ((bits >> j) & 1) {
+      ExactValue sum = ExactValue::from_double(static_cast<double>(nd[c0 + j]));
+      for (std::size_t p = 1; p < kc; ++p) {
+        sum = ExactValue::add(sum, ExactValue::from_double(static_cast<double>(nd[p * W + c0 + j])), round_down);
+      }
+      const std::uint64_t index = outs ? mac_random_index(outs[j], step, MacSite::group) : 0;
+      out[j] = static_cast<T>(round_exact(sum, acc, index, key).value);
+    }
+  }
+}
+
+// The kc x W exact products X[p] * Y[p * W + c] of one row's group (gemm_fast.h: exact in
+// the lane), in a grow-only per-thread buffer that the group's reduction then works in.
+template <class D, typename T = hn::TFromD<D>>
+HWY_INLINE T* GroupProducts(D d, const T* HWY_RESTRICT X, const T* HWY_RESTRICT Y, std::size_t kc, std::size_t W) {
+  thread_local std::vector<T> nodes;
+  if (nodes.size() < kc * W) nodes.resize(kc * W);
+  T* const nd = nodes.data();
+  const std::size_t N = hn::Lanes(d);
+  for (std::size_t p = 0; p < kc; ++p) {
+    const auto xv = hn::Set(d, X[p]);
+    for (std::size_t c = 0; c < W; c += N) hn::StoreU(hn::Mul(xv, hn::LoadU(d, Y + p * W + c)), d, nd + p * W + c);
+  }
+  return nd;
+}
+
 // ---- the stochastic accumulator (sr), fp64 lanes --------------------------------------------
 
 // Word `word` of the Philox4x32-10 blocks whose counters are (c0, c1, stream, 0) in the low
@@ -500,13 +537,14 @@ HWY_INLINE hn::Vec<DU> PhiloxLanes(DU du, hn::Vec<DU> c0, hn::Vec<DU> c1, const 
 
 // The lanes a vector step could not decide, by the reference: the exact sum of the
 // accumulator and the (exact) product, rounded once with the random bits of (output, step,
-// add), as dot_ref does.
+// site), as dot_ref does.
 HWY_NOINLINE void SrFixLanes(const Format& acc, const double* a, const double* prod, double* out, std::uint64_t bits,
-                             std::size_t lanes, const std::uint64_t* outs, std::uint64_t step, const RandomKey& key) {
+                             std::size_t lanes, const std::uint64_t* outs, std::uint64_t step, const RandomKey& key,
+                             MacSite site) {
   for (std::size_t j = 0; j < lanes; ++j) {
     if ((bits >> j) & 1) {
       const ExactValue v = ExactValue::add(ExactValue::from_double(a[j]), ExactValue::from_double(prod[j]));
-      out[j] = round_exact(v, acc, mac_random_index(outs[j], step, MacSite::add), key).value;
+      out[j] = round_exact(v, acc, mac_random_index(outs[j], step, site), key).value;
     }
   }
 }
@@ -527,7 +565,7 @@ HWY_NOINLINE void SrFixLanes(const Format& acc, const double* a, const double* p
 template <bool kSrn, class D>
 HWY_INLINE hn::Vec<D> SrStep(D d, const QuantPlan& q, const Format& acc, hn::Vec<D> a, hn::Vec<D> prod,
                              hn::Vec<hn::RebindToUnsigned<D>> w, const std::uint64_t* outs, std::uint64_t step,
-                             const RandomKey& key) {
+                             const RandomKey& key, MacSite site = MacSite::add) {
   const hn::RebindToUnsigned<D> du;
   const hn::RebindToSigned<D> di;
   const auto s = hn::Add(a, prod);
@@ -568,7 +606,7 @@ HWY_INLINE hn::Vec<D> SrStep(D d, const QuantPlan& q, const Format& acc, hn::Vec
     hn::StoreMaskBits(d, fb, mask_bytes);
     std::uint64_t bits = 0;
     std::memcpy(&bits, mask_bytes, sizeof bits);
-    SrFixLanes(acc, av, pv, yv, bits, hn::Lanes(d), outs, step, key);
+    SrFixLanes(acc, av, pv, yv, bits, hn::Lanes(d), outs, step, key, site);
     y = hn::Load(d, yv);
   }
   return y;
@@ -666,6 +704,92 @@ void GemmTileSrF64(const GemmFastPlan& plan, const Format& acc, std::size_t R, s
       }
   }
 #undef MPSIM_TILE
+}
+
+// order=ftreeN with a stochastic accumulator (fp64 lanes), one row of V vectors whose outputs
+// are t.out0 + c * t.out_cs, the group starting at step t.p0: the exact sum as
+// GemmTileFtreeV forms it (hi + lo), rounded once by SrStep with the random word of (output,
+// group start, MacSite::group), as the reference's ftree_sum does. Lanes whose pair lost a bit,
+// overflowed or met inf/NaN are summed and rounded again by the reference. An exact zero sum
+// is -0 only when every product is -0 (no stochastic mode rounds down).
+template <bool kSrn, int V>
+HWY_NOINLINE void GemmTileFtreeSrV(const GemmFastPlan& plan_in, const Format& acc, const double* HWY_RESTRICT X,
+                                   const double* HWY_RESTRICT Y, std::size_t kc, double* HWY_RESTRICT C,
+                                   const GemmSrTile& t) {
+  const QuantPlan q = plan_in.acc;
+  const hn::ScalableTag<double> d;
+  const hn::RebindToUnsigned<decltype(d)> du;
+  const std::size_t N = hn::Lanes(d);
+  const std::size_t W = static_cast<std::size_t>(V) * N;
+  constexpr std::size_t kMax = HWY_MAX_BYTES / sizeof(double);
+  constexpr auto kSite = static_cast<std::uint64_t>(MacSite::group);
+  double* const nd = GroupProducts(d, X, Y, kc, W);
+  const auto neg_zero = hn::Set(du, std::uint64_t{1} << 63);
+  alignas(64) std::uint64_t outs[kMax], c0b[kMax], c1b[kMax];
+  alignas(64) double fixed[kMax];
+  for (std::size_t c = 0; c < W; c += N) {
+    // Element index out 2^32 + 16 step + site: Philox block out 2^30 + 4 step + site / 4,
+    // output word site mod 4 (rng.h).
+    for (std::size_t j = 0; j < N; ++j) {
+      outs[j] = t.out0 + (c + j) * t.out_cs;
+      c0b[j] = ((outs[j] & 3) << 30) + 4 * t.p0 + kSite / 4;
+      c1b[j] = outs[j] >> 2;
+    }
+    hn::Vec<decltype(du)> w;
+#if HWY_TARGET == HWY_SCALAR
+    (void)c0b;
+    (void)c1b;
+    w = hn::Set(du, std::uint64_t{random_word(t.key, mac_random_index(outs[0], t.p0, MacSite::group), 0)});
+#else
+    w = PhiloxLanes(du, hn::Load(du, c0b), hn::Load(du, c1b), t.key, static_cast<int>(kSite % 4));
+#endif
+    auto hi = hn::LoadU(d, nd + c);
+    auto lo = hn::BitCast(d, neg_zero);
+    auto all_neg_zero = hn::Eq(hn::BitCast(du, hi), neg_zero);
+    auto bad = hn::Not(hn::IsFinite(hi));
+    for (std::size_t p = 1; p < kc; ++p) {
+      const auto v = hn::LoadU(d, nd + p * W + c);
+      all_neg_zero = hn::And(all_neg_zero, hn::Eq(hn::BitCast(du, v), neg_zero));
+      const auto s = hn::Add(hi, v);
+      const auto z = hn::Sub(s, hi);
+      const auto e = hn::Add(hn::Sub(hi, hn::Sub(s, z)), hn::Sub(v, z));
+      const auto tt = hn::Add(lo, e);
+      const auto y = hn::Sub(tt, lo);
+      const auto e2 = hn::Add(hn::Sub(lo, hn::Sub(tt, y)), hn::Sub(e, y));
+      bad = hn::Or(bad, hn::Or(hn::Ne(e2, hn::Zero(d)), hn::Not(hn::IsFinite(s))));
+      hi = s;
+      lo = tt;
+    }
+    // SrStep rounds the exact hi + lo (the reference for lanes where that sum is inexact in fp64).
+    auto r = SrStep<kSrn>(d, q, acc, hi, lo, w, outs, t.p0, t.key, MacSite::group);
+    const auto zero = hn::Eq(hn::Add(hi, lo), hn::Zero(d));
+    r = hn::IfThenElse(zero, hn::BitCast(d, hn::IfThenElseZero(hn::RebindMask(du, all_neg_zero), neg_zero)), r);
+    if (HWY_UNLIKELY(!hn::AllFalse(d, bad))) {
+      std::uint8_t mask_bytes[8] = {};
+      hn::StoreMaskBits(d, bad, mask_bytes);
+      std::uint64_t bits = 0;
+      std::memcpy(&bits, mask_bytes, sizeof bits);
+      hn::Store(r, d, fixed);
+      FtreeFixLanes(acc, nd, W, kc, c, bits, N, fixed, outs, t.p0, t.key);
+      r = hn::Load(d, fixed);
+    }
+    hn::StoreU(r, d, C + c);
+  }
+}
+
+void GemmTileFtreeSrF64(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const double* X,
+                        std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs, const GemmSrTile& t) {
+  for (std::size_t r = 0; r < R; ++r) {
+    GemmSrTile tr = t;
+    tr.out0 = t.out0 + r * t.out_rs;
+    WithVecs(V, [&](auto v) {
+      if (plan.acc.rounding.mode == RoundMode::srn) {
+        GemmTileFtreeSrV<true, decltype(v)::value>(plan, acc, X + r * xs, Y, kc, C + r * cs, tr);
+      } else {
+        GemmTileFtreeSrV<false, decltype(v)::value>(plan, acc, X + r * xs, Y, kc, C + r * cs, tr);
+      }
+    });
+  }
 }
 
 // The other deterministic modes (and to nearest-even through SumToOdd): one row at a time (rows
@@ -838,21 +962,6 @@ void GemmTileKahanF64(const GemmFastPlan& plan, const Format& acc, std::size_t R
 
 // ---- order=treeN (float accumulators, deterministic modes) ---------------------------------
 
-// The kc x W exact products X[p] * Y[p * W + c] of one row's group (gemm_fast.h: exact in
-// the lane), in a grow-only per-thread buffer that the group's reduction then works in.
-template <class D, typename T = hn::TFromD<D>>
-HWY_INLINE T* GroupProducts(D d, const T* HWY_RESTRICT X, const T* HWY_RESTRICT Y, std::size_t kc, std::size_t W) {
-  thread_local std::vector<T> nodes;
-  if (nodes.size() < kc * W) nodes.resize(kc * W);
-  T* const nd = nodes.data();
-  const std::size_t N = hn::Lanes(d);
-  for (std::size_t p = 0; p < kc; ++p) {
-    const auto xv = hn::Set(d, X[p]);
-    for (std::size_t c = 0; c < W; c += N) hn::StoreU(hn::Mul(xv, hn::LoadU(d, Y + p * W + c)), d, nd + p * W + c);
-  }
-  return nd;
-}
-
 // One row of V vectors: the group's kc products are the leaves; level by level adjacent nodes
 // are added, each adder an exact lane sum rounded to odd and then into acc (GemmStep's kOdd
 // path), an odd node at the end of a level passing up unchanged; the root goes to C. kFixed: a
@@ -886,23 +995,6 @@ HWY_NOINLINE void GemmTileTreeV(const GemmFastPlan& plan_in, const Format& acc, 
     }
   }
   for (std::size_t c = 0; c < W; c += N) hn::StoreU(hn::LoadU(d, nd + c), d, C + c);
-}
-
-// The lanes GemmTileFtreeV could not sum exactly, by the reference: the exact sum of the
-// group's products (those of column c are nd[p * W + c]), rounded once into acc.
-template <typename T>
-HWY_NOINLINE void FtreeFixLanes(const Format& acc, const T* nd, std::size_t W, std::size_t kc, std::size_t c0,
-                                std::uint64_t bits, std::size_t lanes, T* out) {
-  const bool round_down = acc.rounding().mode == RoundMode::rd;
-  for (std::size_t j = 0; j < lanes; ++j) {
-    if ((bits >> j) & 1) {
-      ExactValue sum = ExactValue::from_double(static_cast<double>(nd[c0 + j]));
-      for (std::size_t p = 1; p < kc; ++p) {
-        sum = ExactValue::add(sum, ExactValue::from_double(static_cast<double>(nd[p * W + c0 + j])), round_down);
-      }
-      out[j] = static_cast<T>(round_exact(sum, acc).value);
-    }
-  }
 }
 
 // order=ftreeN, one row of V vectors: the group's kc products summed exactly and rounded once
@@ -1067,6 +1159,7 @@ HWY_EXPORT(GemmPackColsF64F64);
 HWY_EXPORT(GemmTileF32);
 HWY_EXPORT(GemmTileF64);
 HWY_EXPORT(GemmTileSrF64);
+HWY_EXPORT(GemmTileFtreeSrF64);
 HWY_EXPORT(GemmTileKahanF32);
 HWY_EXPORT(GemmTileKahanF64);
 HWY_EXPORT(GemmTileTreeF32);
@@ -1111,6 +1204,11 @@ void gemm_tile(const GemmFastPlan& plan, const Format& acc, std::size_t rows, st
 void gemm_tile(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const double* X,
                std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs) {
   HWY_DYNAMIC_DISPATCH(GemmTileF64)(plan, acc, rows, vecs, X, xs, Y, kc, C, cs);
+}
+void gemm_tile_ftree_sr(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs,
+                        const double* X, std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs,
+                        const GemmSrTile& t) {
+  HWY_DYNAMIC_DISPATCH(GemmTileFtreeSrF64)(plan, acc, rows, vecs, X, xs, Y, kc, C, cs, t);
 }
 void gemm_tile_sr(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const double* X,
                   std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs, const GemmSrTile& t) {
