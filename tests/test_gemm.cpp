@@ -430,7 +430,10 @@ TEST(Gemm, StochasticAccumulatorEqualsTheReference) {
                          "in=e5m2 acc=e6m5@sr order=chunk3 outer=bf16@rd", "in=e5m2 acc=e6m5@sr order=chunk16 outer=q11.13@rz",
                          // fused adder trees rounding each exact group sum stochastically (group's random word)
                          "in=e5m2 acc=e6m5@sr order=ftree8 outer=fp32", "in=e4m3 acc=fp16@sr4 order=ftree16 outer=fp32",
-                         "in=e5m2 acc=bf16@sr order=ftree5 outer=q8.13"};
+                         "in=e5m2 acc=bf16@sr order=ftree5 outer=q8.13",
+                         // adder trees whose every adder rounds stochastically
+                         "in=e5m2 acc=e6m5@sr order=tree8 outer=fp32", "in=e4m3 acc=fp16@sr8 order=tree3 outer=fp32",
+                         "in=e5m2 acc=e5m5@sr order=tree4 outer=fp16"};
   struct Case {
     std::size_t m, n, k;
     double scale, bias;
@@ -598,7 +601,7 @@ TEST(Gemm, FusedTreeSumsEachGroupExactly) {
 }
 
 TEST(Gemm, SpecsOutsideTheKernelsRunThroughTheReference) {
-  for (const char* text : {"in=e5m2 acc=e6m5@sr order=ftree8", "in=e5m2 acc=e6m5@sr order=tree4 outer=fp32", "in=e5m2 acc=q8.13 order=kahan", "in=e5m2 acc=e6m5@sr order=kahan", "in=fp64 acc=fp64", "in=fp32 acc=fp64@rz",
+  for (const char* text : {"in=e5m2 acc=e6m5@sr order=ftree8", "in=e5m2 acc=e6m5@sr order=tree4", "in=e5m2 acc=q8.13 order=kahan", "in=e5m2 acc=e6m5@sr order=kahan", "in=fp64 acc=fp64", "in=fp32 acc=fp64@rz",
                            "in=e5m2 acc=fp16 order=chunk8 outer=e6m5@sr", "in=e5m2 acc=e6m5@sr order=chunk8",
                            "in=e5m2 prod=e6m5@sr acc=e6m5", "in=e5m2 acc=exact", "in=e5m2:cfg2 acc=e6m5", "in=e5m2 acc=q8.13:wrap"}) {
     EXPECT_FALSE(gemm_is_vectorized(MacSpec::parse(text))) << text;

@@ -397,13 +397,13 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
                   detail::gemm_tile_sr(plan, acc, std::min(rmax, r1 - r), vq, x, shared_x ? k : kb, panel, kb, c, slab_w, st);
                   continue;
                 }
-                // Chunk by chunk (ftreeN: group by group), each step keyed by its place in the whole
+                // Chunk by chunk (treeN, ftreeN: group by group), each step keyed by its place in the whole
                 // dot product.
                 for (std::size_t s0 = p0; s0 < p0 + kb;) {
                   const std::size_t s1 = std::min(p0 + kb, (s0 / G + 1) * G);
                   st.p0 = s0;
-                  if (plan.ftree) {
-                    detail::gemm_tile_ftree_sr(plan, acc, std::min(rmax, r1 - r), vq, x + (s0 - p0), shared_x ? k : kb,
+                  if (plan.tree) {
+                    detail::gemm_tile_group_sr(plan, acc, std::min(rmax, r1 - r), vq, x + (s0 - p0), shared_x ? k : kb,
                                                panel + (s0 - p0) * width(q), s1 - s0, c, slab_w, st);
                   } else {
                     detail::gemm_tile_sr(plan, acc, std::min(rmax, r1 - r), vq, x + (s0 - p0), shared_x ? k : kb,

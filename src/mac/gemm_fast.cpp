@@ -95,9 +95,7 @@ GemmFastPlan plan_sr(const MacSpec& spec, GemmFastPlan plan) {
   };
   const Format& acc = *spec.acc;
   const MacOrderKind order = spec.order.kind;
-  if ((order != MacOrderKind::seq && order != MacOrderKind::chunk && order != MacOrderKind::ftree) || spec.prod) {
-    return no("order is not seq, chunkN or ftreeN, or the product is rounded");
-  }
+  if (order == MacOrderKind::kahan || spec.prod) return no("order=kahan, or the product is rounded");
   if (acc.kind() != FormatKind::floating) return no("a stochastic accumulator that is not a float");
   const FloatSpec& fs = acc.float_spec();
   if (fs.radix_log2 != 1 || fs.sub != Subnormals::ieee || fs.man_bits < 1 || !fs.has_zero || !fs.is_signed ||
@@ -114,14 +112,16 @@ GemmFastPlan plan_sr(const MacSpec& spec, GemmFastPlan plan) {
   if (rc.bits > 24 || rc.quantum < DBL_MIN || rc.max + prod_max > DBL_MAX / 2) return no("the accumulator is too wide for fp64 lanes");
   plan.acc = make_plan(acc, Carrier::fp64);
   if (plan.acc.kind != PlanKind::floating) return no("no vector plan for the accumulator");
-  if (order == MacOrderKind::chunk || order == MacOrderKind::ftree) {
+  if (spec.order.grouped()) {
     // Chunk or group sums (values of acc) into outer, as for the other chunk kernels; ftreeN's
     // exact group sums in a pair of fp64 lanes (a lane that loses a bit goes to the reference).
+    // A tree's adders sum two values of acc (or products): the lane bounds above cover them.
     if (!outer_fits(*spec.outer_format(), rc, Lane{53, DBL_MIN, DBL_MAX, Carrier::fp64}, plan)) {
       return no("order=chunkN or ftreeN with an outer the kernels do not take");
     }
     plan.chunk = spec.order.n;
-    plan.tree = plan.ftree = order == MacOrderKind::ftree;
+    plan.tree = order != MacOrderKind::chunk;
+    plan.ftree = order == MacOrderKind::ftree;
   }
   plan.sr = true;
   plan.f32 = false;
@@ -150,7 +150,7 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
   if (!spec.acc) return no("acc=exact");
   const Format& acc = *spec.acc;
   if (acc.rounding().stochastic()) {
-    if (spec.order.kind == MacOrderKind::tree || kahan) return no("a stochastic accumulator with order=treeN or kahan");
+    if (kahan) return no("a stochastic accumulator with order=kahan");
     return plan_sr(spec, plan);
   }
   const RoundMode mode = acc.rounding().mode;

@@ -50,7 +50,7 @@
 // tree is such a rounded exact sum, and the group values go into outer as chunk sums do (the
 // conditions of chunkN, with a group of one product passing the product itself).
 // `order=ftreeN` (also with a stochastic accumulator, the exact group sum then rounded as sr
-// rounds a sum, with the group's random word) likewise, each group's products summed exactly in a pair of lanes (TwoSum
+// rounds a sum, with the group's random word; and treeN so, each adder an sr step) likewise, each group's products summed exactly in a pair of lanes (TwoSum
 // into hi, its error into lo, a lane whose second error is nonzero going to the reference) and
 // the exact sum rounded to odd, then once into acc.
 // Everything else goes through the exact reference (gemm.cpp decides).
@@ -135,10 +135,12 @@ struct GemmSrTile {
 void gemm_tile_sr(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const double* X,
                   std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs, const GemmSrTile& t);
 
-// order=ftreeN with a stochastic accumulator (plan.sr and plan.ftree): C[r][c] = the exact sum
-// of the kc products X[r][p] * Y[p][c] of one whole group starting at step t.p0, rounded once
-// into acc with the random word of (output, t.p0, MacSite::group); C's contents are ignored.
-void gemm_tile_ftree_sr(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs,
+// order=treeN or ftreeN with a stochastic accumulator (plan.sr and plan.tree): C[r][c] = the
+// group value of the kc products X[r][p] * Y[p][c] of one whole group starting at step t.p0 --
+// ftreeN: their exact sum rounded once into acc with the random word of (output, t.p0,
+// MacSite::group); treeN: the adder tree, each adder with the word of (output, first product of
+// its right operand, MacSite::tree). C's contents are ignored.
+void gemm_tile_group_sr(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs,
                         const double* X, std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs,
                         const GemmSrTile& t);
 

@@ -508,6 +508,52 @@ HWY_INLINE T* GroupProducts(D d, const T* HWY_RESTRICT X, const T* HWY_RESTRICT 
   return nd;
 }
 
+// The exact sum of one vector of a group's products (column c of nd, kc rows of W), formed as
+// GemmTileFtreeV explains: hi + lo is the exact sum in every lane where bad is false; the masks
+// say where every product is -0, or +0 (the sign of an exact zero sum).
+template <class D>
+struct GroupPair {
+  hn::Vec<D> hi, lo;
+  hn::Mask<D> bad, all_neg_zero, all_pos_zero;
+};
+
+template <class D, typename T = hn::TFromD<D>>
+HWY_INLINE GroupPair<D> SumGroupExactly(D d, const T* HWY_RESTRICT nd, std::size_t W, std::size_t kc, std::size_t c) {
+  const hn::RebindToUnsigned<D> du;
+  using TU = hn::TFromD<decltype(du)>;
+  const auto neg_zero = hn::Set(du, TU{1} << (sizeof(T) * 8 - 1));
+  auto hi = hn::LoadU(d, nd + c);
+  auto lo = hn::BitCast(d, neg_zero);  // x + (-0) = x for every x, +0 included
+  auto all_neg_zero = hn::Eq(hn::BitCast(du, hi), neg_zero);
+  auto all_pos_zero = hn::Eq(hn::BitCast(du, hi), hn::Zero(du));
+  auto bad = hn::Not(hn::IsFinite(hi));
+  for (std::size_t p = 1; p < kc; ++p) {
+    const auto v = hn::LoadU(d, nd + p * W + c);
+    all_neg_zero = hn::And(all_neg_zero, hn::Eq(hn::BitCast(du, v), neg_zero));
+    all_pos_zero = hn::And(all_pos_zero, hn::Eq(hn::BitCast(du, v), hn::Zero(du)));
+    const auto s = hn::Add(hi, v);  // TwoSum: s + e = hi + v exactly
+    const auto z = hn::Sub(s, hi);
+    const auto e = hn::Add(hn::Sub(hi, hn::Sub(s, z)), hn::Sub(v, z));
+    const auto t = hn::Add(lo, e);  // TwoSum again: t + e2 = lo + e exactly
+    const auto y = hn::Sub(t, lo);
+    const auto e2 = hn::Add(hn::Sub(lo, hn::Sub(t, y)), hn::Sub(e, y));
+    bad = hn::Or(bad, hn::Or(hn::Ne(e2, hn::Zero(d)), hn::Not(hn::IsFinite(s))));
+    hi = s;
+    lo = t;
+  }
+  return {hi, lo, hn::RebindMask(d, bad), hn::RebindMask(d, all_neg_zero), hn::RebindMask(d, all_pos_zero)};
+}
+
+// A mask's lanes as the bits of an integer (lane j: bit j).
+template <class D>
+HWY_INLINE std::uint64_t MaskBits(D d, hn::Mask<D> m) {
+  std::uint8_t bytes[8] = {};
+  hn::StoreMaskBits(d, m, bytes);
+  std::uint64_t bits = 0;
+  std::memcpy(&bits, bytes, sizeof bits);
+  return bits;
+}
+
 // ---- the stochastic accumulator (sr), fp64 lanes --------------------------------------------
 
 // Word `word` of the Philox4x32-10 blocks whose counters are (c0, c1, stream, 0) in the low
@@ -602,11 +648,7 @@ HWY_INLINE hn::Vec<D> SrStep(D d, const QuantPlan& q, const Format& acc, hn::Vec
     hn::Store(a, d, av);
     hn::Store(prod, d, pv);
     hn::Store(y, d, yv);
-    std::uint8_t mask_bytes[8] = {};
-    hn::StoreMaskBits(d, fb, mask_bytes);
-    std::uint64_t bits = 0;
-    std::memcpy(&bits, mask_bytes, sizeof bits);
-    SrFixLanes(acc, av, pv, yv, bits, hn::Lanes(d), outs, step, key, site);
+    SrFixLanes(acc, av, pv, yv, MaskBits(d, fb), hn::Lanes(d), outs, step, key, site);
     y = hn::Load(d, yv);
   }
   return y;
@@ -706,14 +748,45 @@ void GemmTileSrF64(const GemmFastPlan& plan, const Format& acc, std::size_t R, s
 #undef MPSIM_TILE
 }
 
-// order=ftreeN with a stochastic accumulator (fp64 lanes), one row of V vectors whose outputs
-// are t.out0 + c * t.out_cs, the group starting at step t.p0: the exact sum as
-// GemmTileFtreeV forms it (hi + lo), rounded once by SrStep with the random word of (output,
-// group start, MacSite::group), as the reference's ftree_sum does. Lanes whose pair lost a bit,
-// overflowed or met inf/NaN are summed and rounded again by the reference. An exact zero sum
-// is -0 only when every product is -0 (no stochastic mode rounds down).
-template <bool kSrn, int V>
-HWY_NOINLINE void GemmTileFtreeSrV(const GemmFastPlan& plan_in, const Format& acc, const double* HWY_RESTRICT X,
+// The random words of one site for a row of W output lanes t.out0 + c * t.out_cs: element
+// index out 2^32 + 16 step + site, i.e. Philox block out 2^30 + 4 step + site / 4 and output
+// word site mod 4 (rng.h); the parts that do not depend on the step are kept per lane.
+struct SiteWords {
+  static constexpr std::size_t kMaxLanes = 8 * HWY_MAX_BYTES / sizeof(double);
+  alignas(64) std::uint64_t outs[kMaxLanes], c0[kMaxLanes], c1[kMaxLanes];
+  MacSite site;
+
+  SiteWords(const GemmSrTile& t, std::size_t W, MacSite s) : site(s) {
+    for (std::size_t c = 0; c < W; ++c) {
+      outs[c] = t.out0 + c * t.out_cs;
+      c0[c] = ((outs[c] & 3) << 30) + static_cast<std::uint64_t>(s) / 4;
+      c1[c] = outs[c] >> 2;
+    }
+  }
+  // The words of lanes c .. c + lanes - 1 at this step.
+  template <class DU>
+  hn::Vec<DU> at(DU du, std::size_t c, std::uint64_t step, const RandomKey& key) const {
+#if HWY_TARGET == HWY_SCALAR
+    return hn::Set(du, std::uint64_t{random_word(key, mac_random_index(outs[c], step, site), 0)});
+#else
+    return PhiloxLanes(du, hn::Add(hn::Load(du, c0 + c), hn::Set(du, 4 * step)), hn::Load(du, c1 + c), key,
+                       static_cast<int>(static_cast<std::uint64_t>(site) % 4));
+#endif
+  }
+};
+
+// A group of a treeN or ftreeN dot product with a stochastic accumulator (fp64 lanes), one
+// row of V vectors whose outputs are t.out0 + c * t.out_cs, the group starting at step t.p0.
+// kFused (ftreeN): the exact sum as GemmTileFtreeV forms it (hi + lo), rounded once by SrStep
+// with the random word of (output, group start, MacSite::group), as the reference's ftree_sum
+// does; lanes whose pair lost a bit, overflowed or met inf/NaN are summed and rounded again by
+// the reference, and an exact zero sum is -0 only when every product is -0 (no stochastic mode
+// rounds down). Else (treeN): the adder tree of GemmTileTreeV, each adder SrStep on its two
+// operands with the word of (output, the first product of its right operand, MacSite::tree),
+// as the reference's tree_sum keys it: at level L (leaves at 0) node i covers the products
+// from t.p0 + i 2^L on. Leaves are the exact products (a float accumulator converts none).
+template <bool kFused, bool kSrn, int V>
+HWY_NOINLINE void GemmTileGroupSrV(const GemmFastPlan& plan_in, const Format& acc, const double* HWY_RESTRICT X,
                                    const double* HWY_RESTRICT Y, std::size_t kc, double* HWY_RESTRICT C,
                                    const GemmSrTile& t) {
   const QuantPlan q = plan_in.acc;
@@ -721,72 +794,60 @@ HWY_NOINLINE void GemmTileFtreeSrV(const GemmFastPlan& plan_in, const Format& ac
   const hn::RebindToUnsigned<decltype(d)> du;
   const std::size_t N = hn::Lanes(d);
   const std::size_t W = static_cast<std::size_t>(V) * N;
-  constexpr std::size_t kMax = HWY_MAX_BYTES / sizeof(double);
-  constexpr auto kSite = static_cast<std::uint64_t>(MacSite::group);
   double* const nd = GroupProducts(d, X, Y, kc, W);
-  const auto neg_zero = hn::Set(du, std::uint64_t{1} << 63);
-  alignas(64) std::uint64_t outs[kMax], c0b[kMax], c1b[kMax];
-  alignas(64) double fixed[kMax];
-  for (std::size_t c = 0; c < W; c += N) {
-    // Element index out 2^32 + 16 step + site: Philox block out 2^30 + 4 step + site / 4,
-    // output word site mod 4 (rng.h).
-    for (std::size_t j = 0; j < N; ++j) {
-      outs[j] = t.out0 + (c + j) * t.out_cs;
-      c0b[j] = ((outs[j] & 3) << 30) + 4 * t.p0 + kSite / 4;
-      c1b[j] = outs[j] >> 2;
+  if constexpr (kFused) {
+    const SiteWords words(t, W, MacSite::group);
+    const auto neg_zero = hn::Set(du, std::uint64_t{1} << 63);
+    alignas(64) double fixed[HWY_MAX_BYTES / sizeof(double)];
+    for (std::size_t c = 0; c < W; c += N) {
+      const auto w = words.at(du, c, t.p0, t.key);
+      const auto g = SumGroupExactly(d, nd, W, kc, c);
+      // SrStep rounds the exact hi + lo (the reference for lanes where that sum is inexact in fp64).
+      auto r = SrStep<kSrn>(d, q, acc, g.hi, g.lo, w, words.outs + c, t.p0, t.key, MacSite::group);
+      const auto zero = hn::Eq(hn::Add(g.hi, g.lo), hn::Zero(d));
+      r = hn::IfThenElse(zero, hn::BitCast(d, hn::IfThenElseZero(hn::RebindMask(du, g.all_neg_zero), neg_zero)), r);
+      if (HWY_UNLIKELY(!hn::AllFalse(d, g.bad))) {
+        hn::Store(r, d, fixed);
+        FtreeFixLanes(acc, nd, W, kc, c, MaskBits(d, g.bad), N, fixed, words.outs + c, t.p0, t.key);
+        r = hn::Load(d, fixed);
+      }
+      hn::StoreU(r, d, C + c);
     }
-    hn::Vec<decltype(du)> w;
-#if HWY_TARGET == HWY_SCALAR
-    (void)c0b;
-    (void)c1b;
-    w = hn::Set(du, std::uint64_t{random_word(t.key, mac_random_index(outs[0], t.p0, MacSite::group), 0)});
-#else
-    w = PhiloxLanes(du, hn::Load(du, c0b), hn::Load(du, c1b), t.key, static_cast<int>(kSite % 4));
-#endif
-    auto hi = hn::LoadU(d, nd + c);
-    auto lo = hn::BitCast(d, neg_zero);
-    auto all_neg_zero = hn::Eq(hn::BitCast(du, hi), neg_zero);
-    auto bad = hn::Not(hn::IsFinite(hi));
-    for (std::size_t p = 1; p < kc; ++p) {
-      const auto v = hn::LoadU(d, nd + p * W + c);
-      all_neg_zero = hn::And(all_neg_zero, hn::Eq(hn::BitCast(du, v), neg_zero));
-      const auto s = hn::Add(hi, v);
-      const auto z = hn::Sub(s, hi);
-      const auto e = hn::Add(hn::Sub(hi, hn::Sub(s, z)), hn::Sub(v, z));
-      const auto tt = hn::Add(lo, e);
-      const auto y = hn::Sub(tt, lo);
-      const auto e2 = hn::Add(hn::Sub(lo, hn::Sub(tt, y)), hn::Sub(e, y));
-      bad = hn::Or(bad, hn::Or(hn::Ne(e2, hn::Zero(d)), hn::Not(hn::IsFinite(s))));
-      hi = s;
-      lo = tt;
+  } else {
+    const SiteWords words(t, W, MacSite::tree);
+    for (std::size_t len = kc, level = 0; len > 1; len = (len + 1) / 2, ++level) {
+      for (std::size_t i = 0; i < len; i += 2) {
+        const std::uint64_t step = t.p0 + ((i + 1) << level);
+        for (std::size_t c = 0; c < W; c += N) {
+          auto v = hn::LoadU(d, nd + i * W + c);
+          if (i + 1 < len) {
+            v = SrStep<kSrn>(d, q, acc, v, hn::LoadU(d, nd + (i + 1) * W + c), words.at(du, c, step, t.key),
+                             words.outs + c, step, t.key, MacSite::tree);
+          }
+          hn::StoreU(v, d, nd + (i / 2) * W + c);
+        }
+      }
     }
-    // SrStep rounds the exact hi + lo (the reference for lanes where that sum is inexact in fp64).
-    auto r = SrStep<kSrn>(d, q, acc, hi, lo, w, outs, t.p0, t.key, MacSite::group);
-    const auto zero = hn::Eq(hn::Add(hi, lo), hn::Zero(d));
-    r = hn::IfThenElse(zero, hn::BitCast(d, hn::IfThenElseZero(hn::RebindMask(du, all_neg_zero), neg_zero)), r);
-    if (HWY_UNLIKELY(!hn::AllFalse(d, bad))) {
-      std::uint8_t mask_bytes[8] = {};
-      hn::StoreMaskBits(d, bad, mask_bytes);
-      std::uint64_t bits = 0;
-      std::memcpy(&bits, mask_bytes, sizeof bits);
-      hn::Store(r, d, fixed);
-      FtreeFixLanes(acc, nd, W, kc, c, bits, N, fixed, outs, t.p0, t.key);
-      r = hn::Load(d, fixed);
-    }
-    hn::StoreU(r, d, C + c);
+    for (std::size_t c = 0; c < W; c += N) hn::StoreU(hn::LoadU(d, nd + c), d, C + c);
   }
 }
 
-void GemmTileFtreeSrF64(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const double* X,
+void GemmTileGroupSrF64(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const double* X,
                         std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs, const GemmSrTile& t) {
+  const bool srn = plan.acc.rounding.mode == RoundMode::srn;
   for (std::size_t r = 0; r < R; ++r) {
     GemmSrTile tr = t;
     tr.out0 = t.out0 + r * t.out_rs;
     WithVecs(V, [&](auto v) {
-      if (plan.acc.rounding.mode == RoundMode::srn) {
-        GemmTileFtreeSrV<true, decltype(v)::value>(plan, acc, X + r * xs, Y, kc, C + r * cs, tr);
+      constexpr int kV = decltype(v)::value;
+      const double* const x = X + r * xs;
+      double* const out = C + r * cs;
+      if (plan.ftree) {
+        if (srn) GemmTileGroupSrV<true, true, kV>(plan, acc, x, Y, kc, out, tr);
+        else GemmTileGroupSrV<true, false, kV>(plan, acc, x, Y, kc, out, tr);
       } else {
-        GemmTileFtreeSrV<false, decltype(v)::value>(plan, acc, X + r * xs, Y, kc, C + r * cs, tr);
+        if (srn) GemmTileGroupSrV<false, true, kV>(plan, acc, x, Y, kc, out, tr);
+        else GemmTileGroupSrV<false, false, kV>(plan, acc, x, Y, kc, out, tr);
       }
     });
   }
@@ -1023,41 +1084,19 @@ HWY_NOINLINE void GemmTileFtreeV(const GemmFastPlan& plan_in, const Format& acc,
   const auto neg_zero = hn::Set(du, TU{1} << (sizeof(T) * 8 - 1));
   alignas(64) T fixed[HWY_MAX_BYTES / sizeof(T)];
   for (std::size_t c = 0; c < W; c += N) {
-    auto hi = hn::LoadU(d, nd + c);
-    auto lo = hn::BitCast(d, neg_zero);  // x + (-0) = x for every x, +0 included
-    auto all_neg_zero = hn::Eq(hn::BitCast(du, hi), neg_zero);
-    auto all_pos_zero = hn::Eq(hn::BitCast(du, hi), hn::Zero(du));
-    auto bad = hn::Not(hn::IsFinite(hi));
-    for (std::size_t p = 1; p < kc; ++p) {
-      const auto v = hn::LoadU(d, nd + p * W + c);
-      all_neg_zero = hn::And(all_neg_zero, hn::Eq(hn::BitCast(du, v), neg_zero));
-      all_pos_zero = hn::And(all_pos_zero, hn::Eq(hn::BitCast(du, v), hn::Zero(du)));
-      const auto s = hn::Add(hi, v);
-      const auto z = hn::Sub(s, hi);
-      const auto e = hn::Add(hn::Sub(hi, hn::Sub(s, z)), hn::Sub(v, z));
-      const auto t = hn::Add(lo, e);
-      const auto y = hn::Sub(t, lo);
-      const auto e2 = hn::Add(hn::Sub(lo, hn::Sub(t, y)), hn::Sub(e, y));
-      bad = hn::Or(bad, hn::Or(hn::Ne(e2, hn::Zero(d)), hn::Not(hn::IsFinite(s))));
-      hi = s;
-      lo = t;
-    }
-    auto r = SumToOdd(d, hi, lo);
-    const auto zero_sign = MODE == RoundMode::rd ? hn::IfThenZeroElse(hn::RebindMask(du, all_pos_zero), neg_zero)
-                                                 : hn::IfThenElseZero(hn::RebindMask(du, all_neg_zero), neg_zero);
+    const auto g = SumGroupExactly(d, nd, W, kc, c);
+    auto r = SumToOdd(d, g.hi, g.lo);
+    const auto zero_sign = MODE == RoundMode::rd ? hn::IfThenZeroElse(hn::RebindMask(du, g.all_pos_zero), neg_zero)
+                                                 : hn::IfThenElseZero(hn::RebindMask(du, g.all_neg_zero), neg_zero);
     r = hn::IfThenElse(hn::Eq(r, hn::Zero(d)), hn::BitCast(d, zero_sign), r);
     if constexpr (kFixed) {
       r = FixedSaturate(d, plan, FixedConvert<MODE>(d, plan, acc, r));
     } else {
       r = RoundVector<MODE, 0>(d, plan.acc, acc, r, nullptr, 0, RandomKey{});
     }
-    if (HWY_UNLIKELY(!hn::AllFalse(d, bad))) {
-      std::uint8_t mask_bytes[8] = {};
-      hn::StoreMaskBits(d, bad, mask_bytes);
-      std::uint64_t bits = 0;
-      std::memcpy(&bits, mask_bytes, sizeof bits);
+    if (HWY_UNLIKELY(!hn::AllFalse(d, g.bad))) {
       hn::Store(r, d, fixed);
-      FtreeFixLanes(acc, nd, W, kc, c, bits, N, fixed);
+      FtreeFixLanes(acc, nd, W, kc, c, MaskBits(d, g.bad), N, fixed);
       r = hn::Load(d, fixed);
     }
     hn::StoreU(r, d, C + c);
@@ -1159,7 +1198,7 @@ HWY_EXPORT(GemmPackColsF64F64);
 HWY_EXPORT(GemmTileF32);
 HWY_EXPORT(GemmTileF64);
 HWY_EXPORT(GemmTileSrF64);
-HWY_EXPORT(GemmTileFtreeSrF64);
+HWY_EXPORT(GemmTileGroupSrF64);
 HWY_EXPORT(GemmTileKahanF32);
 HWY_EXPORT(GemmTileKahanF64);
 HWY_EXPORT(GemmTileTreeF32);
@@ -1205,10 +1244,10 @@ void gemm_tile(const GemmFastPlan& plan, const Format& acc, std::size_t rows, st
                std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs) {
   HWY_DYNAMIC_DISPATCH(GemmTileF64)(plan, acc, rows, vecs, X, xs, Y, kc, C, cs);
 }
-void gemm_tile_ftree_sr(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs,
+void gemm_tile_group_sr(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs,
                         const double* X, std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs,
                         const GemmSrTile& t) {
-  HWY_DYNAMIC_DISPATCH(GemmTileFtreeSrF64)(plan, acc, rows, vecs, X, xs, Y, kc, C, cs, t);
+  HWY_DYNAMIC_DISPATCH(GemmTileGroupSrF64)(plan, acc, rows, vecs, X, xs, Y, kc, C, cs, t);
 }
 void gemm_tile_sr(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const double* X,
                   std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs, const GemmSrTile& t) {
