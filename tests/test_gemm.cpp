@@ -433,7 +433,10 @@ TEST(Gemm, StochasticAccumulatorEqualsTheReference) {
                          "in=e5m2 acc=bf16@sr order=ftree5 outer=q8.13",
                          // adder trees whose every adder rounds stochastically
                          "in=e5m2 acc=e6m5@sr order=tree8 outer=fp32", "in=e4m3 acc=fp16@sr8 order=tree3 outer=fp32",
-                         "in=e5m2 acc=e5m5@sr order=tree4 outer=fp16"};
+                         "in=e5m2 acc=e5m5@sr order=tree4 outer=fp16",
+                         // stochastic outers (chunk sums or group values rounded with the outer_add word)
+                         "in=e5m2 acc=e6m5 order=chunk8 outer=fp16@sr", "in=e5m2 acc=e6m5@sr order=chunk8",
+                         "in=e4m3 acc=fp16 order=tree4 outer=bf16@sr4", "in=e5m2 acc=bf16@sr order=ftree16 outer=e6m5@sr8"};
   struct Case {
     std::size_t m, n, k;
     double scale, bias;
@@ -601,8 +604,7 @@ TEST(Gemm, FusedTreeSumsEachGroupExactly) {
 }
 
 TEST(Gemm, SpecsOutsideTheKernelsRunThroughTheReference) {
-  for (const char* text : {"in=e5m2 acc=e6m5@sr order=ftree8", "in=e5m2 acc=e6m5@sr order=tree4", "in=e5m2 acc=q8.13 order=kahan", "in=e5m2 acc=e6m5@sr order=kahan", "in=fp64 acc=fp64", "in=fp32 acc=fp64@rz",
-                           "in=e5m2 acc=fp16 order=chunk8 outer=e6m5@sr", "in=e5m2 acc=e6m5@sr order=chunk8",
+  for (const char* text : {"in=e5m2 acc=fp16 order=chunk8 outer=fp64@sr", "in=e5m2 acc=e6m5@sr order=chunk8 outer=e5m2fnuz@sr", "in=e5m2 acc=q8.13 order=kahan", "in=e5m2 acc=e6m5@sr order=kahan", "in=fp64 acc=fp64", "in=fp32 acc=fp64@rz",
                            "in=e5m2 prod=e6m5@sr acc=e6m5", "in=e5m2 acc=exact", "in=e5m2:cfg2 acc=e6m5", "in=e5m2 acc=q8.13:wrap"}) {
     EXPECT_FALSE(gemm_is_vectorized(MacSpec::parse(text))) << text;
   }

@@ -231,8 +231,9 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
   // (Grouped orders load the bias into outer and start each chunk from +0.)
   const Format& first = G ? *spec.outer_format() : acc;
   std::optional<RoundedBias<L>> bias;
-  // (With chunkN the bias goes into outer, which rounds to nearest: no random bits.)
-  if (!plan.sr || G) bias.emplace(o.bias, first, m, n, threads);
+  // (A stochastic accumulator, or outer with chunkN, rounds each output's bias with its own
+  // random bits: init_acc.)
+  if (!first.rounding().stochastic()) bias.emplace(o.bias, first, m, n, threads);
   const L zero_acc = static_cast<L>(quantize(0.0, acc));
   const std::optional<detail::QuantPlan> pout =
       spec.out && !spec.out->rounding().stochastic() ? std::optional(detail::make_plan(*spec.out, Carrier::fp64))
@@ -294,18 +295,31 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
         for (std::size_t t = 0; t < real; ++t) {
           const auto [i, j] = out_index(r, c0 + t);
           if (bias) c[t] = bias->at(i, j);
-          else c[t] = o.bias.data ? static_cast<L>(quantize(o.bias.at(i, j), acc, mac_random_index(i * n + j, 0, MacSite::bias), key)) : zero_acc;
+          else c[t] = o.bias.data ? static_cast<L>(quantize(o.bias.at(i, j), first, mac_random_index(i * n + j, 0, MacSite::bias), key)) : zero_acc;
         }
         std::fill(c + real, c + wq, L(0));
       }
     }
   };
   // chunkN: the chunk sums of rows x wq accumulators at c added into the totals at t (row
-  // stride slab_w), rounded into outer, and the chunk sums reset to +0.
-  const auto fold = [&](std::size_t nrows, std::size_t wq, L* c, L* t) {
+  // stride slab_w), rounded into outer, and the chunk sums reset to +0. The tile's first row is
+  // r0 and its first column c0 (for a stochastic outer's random words), the chunk starts at s.
+  const auto fold = [&](std::size_t nrows, std::size_t wq, L* c, L* t, std::size_t r0, std::size_t c0, std::size_t s) {
     for (std::size_t r = 0; r < nrows; ++r) {
       L* const cr = c + r * slab_w;
       L* const tr = t + r * slab_w;
+      if constexpr (std::is_same_v<L, double>) {  // (a stochastic outer only has fp64 plans)
+        if (plan.outer_sr) {
+          // Output (r, c) of C' is C's (i, j), index i n + j (as the stochastic tiles).
+          detail::GemmSrTile st;
+          st.key = key;
+          st.p0 = s;
+          st.out0 = trans ? c0 * n + r0 + r : (r0 + r) * n + c0;
+          st.out_cs = trans ? n : 1;
+          detail::gemm_fold_sr(plan, *spec.outer_format(), cr, tr, wq, st);
+          continue;
+        }
+      }
       if (plan.outer_odd) {
         detail::gemm_fold(plan, *spec.outer_format(), cr, tr, wq);
         continue;
@@ -409,7 +423,7 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
                     detail::gemm_tile_sr(plan, acc, std::min(rmax, r1 - r), vq, x + (s0 - p0), shared_x ? k : kb,
                                          panel + (s0 - p0) * width(q), s1 - s0, c, slab_w, st);
                   }
-                  if (s1 % G == 0 || s1 == k) fold(std::min(rmax, r1 - r), width(q), c, tbuf + (c - abuf));
+                  if (s1 % G == 0 || s1 == k) fold(std::min(rmax, r1 - r), width(q), c, tbuf + (c - abuf), r, q * W, s1 - 1 - (s1 - 1) % G);
                   s0 = s1;
                 }
                 continue;
@@ -434,7 +448,7 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
                 detail::gemm_tile(plan, acc, std::min(rmax, r1 - r), vq, x + (s0 - p0), shared_x ? k : kb,
                                   panel + (s0 - p0) * width(q), s1 - s0, c, slab_w);
               }
-              if (s1 % G == 0 || s1 == k) fold(std::min(rmax, r1 - r), width(q), c, tbuf + (c - abuf));
+              if (s1 % G == 0 || s1 == k) fold(std::min(rmax, r1 - r), width(q), c, tbuf + (c - abuf), r, q * W, s1 - 1 - (s1 - 1) % G);
               s0 = s1;
             }
           }

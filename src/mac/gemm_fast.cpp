@@ -50,8 +50,28 @@ struct Lane {
 // plan.outer and plan.chunk.
 // Where the innocuous double rounding does not hold (outer narrower than the chunk sums, or not
 // rounding to nearest-even), the fold rounds each exact sum to odd first (plan.outer_odd).
+// A float format the sr step (gemm_simd.cpp, SrStep) rounds into: radix 2 with gradual
+// underflow, a zero and a sign (the lane splits values at its grid with one rule for every
+// binade), at most 24 bits, its smallest step a normal fp64 number.
+bool sr_float(const Format& f) {
+  if (f.kind() != FormatKind::floating) return false;
+  const FloatSpec& fs = f.float_spec();
+  return fs.radix_log2 == 1 && fs.sub == Subnormals::ieee && fs.man_bits >= 1 && fs.has_zero && fs.is_signed &&
+         fs.sp != Specials::fnuz && f.fits(Carrier::fp64) && range_of(f).bits <= 24 && range_of(f).quantum >= DBL_MIN;
+}
+
 bool outer_fits(const Format& outer, const Range& rc, const Lane& lane, GemmFastPlan& plan) {
-  if (outer.rounding().stochastic() || !outer.fits(lane.carrier)) return false;
+  plan.outer_sr = false;
+  if (outer.rounding().stochastic()) {
+    // A stochastic outer: the chunk sums (values of acc) into it by the sr step, in fp64 lanes.
+    if (lane.carrier != Carrier::fp64 || !sr_float(outer)) return false;
+    if (range_of(outer).max + rc.max > lane.max / 2 || rc.quantum < lane.min_normal) return false;
+    plan.outer = make_plan(outer, lane.carrier);
+    plan.outer_odd = plan.outer_fixed = false;
+    plan.outer_sr = true;
+    return plan.outer.kind == PlanKind::floating;
+  }
+  if (!outer.fits(lane.carrier)) return false;
   if (outer.kind() != FormatKind::floating) {
     // A saturating fixed-point or integer outer: the fold converts each chunk sum (a lane
     // value) into it with its mode and adds it to the total, exactly in the lane (two values

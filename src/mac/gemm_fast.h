@@ -40,6 +40,8 @@
 // sum with at least 2p + 2 bits and the chunk sum has at most p bits (innocuous double
 // rounding again); otherwise (a narrower outer, or any other deterministic mode of outer) the
 // exact lane sum is rounded to odd and then into outer, as a product into a float accumulator.
+// A stochastic float outer (sr, srN; fp64 lanes) takes each chunk sum by the sr step of the
+// stochastic accumulator below, with the word of (output, chunk start, outer_add).
 // A saturating fixed-point or integer outer (deterministic modes) takes each chunk sum converted
 // into it by the array quantizer's rounding, adds it exactly and saturates the total.
 // `order=kahan` runs with a float accumulator in any deterministic mode: each of the four
@@ -84,6 +86,7 @@ struct GemmFastPlan {
   QuantPlan outer;       // chunk: the outer accumulator's rounding plan in the lane type
   bool outer_odd = false; // chunk/tree: the fold rounds each exact sum to odd, then into outer (gemm_fold)
   bool outer_fixed = false; // chunk/tree: a fixed-point outer; the fold converts, adds and saturates (gemm.cpp)
+  bool outer_sr = false;  // chunk/tree: a stochastic float outer (fp64 lanes), gemm_fold_sr
   double fixed_lo = 0, fixed_hi = 0;  // fixed: the accumulator's range (saturation)
   double prod_clamp = 0;              // fixed: products beyond +-this are clamped first (they saturate anyway)
   const char* why = "";  // when !ok: the first condition that failed (for tests and docs)
@@ -149,6 +152,12 @@ void gemm_tile_group_sr(const GemmFastPlan& plan, const Format& acc, std::size_t
 // of the lane count).
 void gemm_fold(const GemmFastPlan& plan, const Format& outer, float* c, float* t, std::size_t len);
 void gemm_fold(const GemmFastPlan& plan, const Format& outer, double* c, double* t, std::size_t len);
+
+// chunkN / treeN / ftreeN with plan.outer_sr: t[i] = outer(t[i] + c[i]) rounded stochastically
+// with the random word of (output tile.out0 + i * tile.out_cs, chunk start tile.p0,
+// MacSite::outer_add), c[i] = +0, for i < len (a multiple of the lane count, at most 64).
+void gemm_fold_sr(const GemmFastPlan& plan, const Format& outer, double* c, double* t, std::size_t len,
+                  const GemmSrTile& tile);
 
 // order=kahan (plan.kahan): gemm_tile's contract, with Kahan's compensated summation (every
 // operation rounded into the accumulator, docs/mac.md section 3); C holds the sums and Cc the

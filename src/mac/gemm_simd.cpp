@@ -1159,6 +1159,31 @@ void GemmFoldAny(const GemmFastPlan& plan, const Format& outer, T* c, T* t, std:
                         [&](auto mode) { GemmFoldMode<decltype(mode)::value>(plan, outer, c, t, len); });
 }
 
+// A stochastic outer (plan.outer_sr; fp64 lanes): t[i] = outer(t[i] + c[i]) rounded by the sr
+// step of the seq kernels with the random word of (output, chunk start, MacSite::outer_add), as
+// the reference's accumulate into a float outer; c[i] = +0.
+template <bool kSrn>
+HWY_NOINLINE void GemmFoldSrMode(const GemmFastPlan& plan, const Format& outer, double* HWY_RESTRICT c,
+                                 double* HWY_RESTRICT t, std::size_t len, const GemmSrTile& tile) {
+  const QuantPlan q = plan.outer;
+  const hn::ScalableTag<double> d;
+  const hn::RebindToUnsigned<decltype(d)> du;
+  const std::size_t N = hn::Lanes(d);
+  const SiteWords words(tile, len, MacSite::outer_add);
+  for (std::size_t i = 0; i < len; i += N) {
+    const auto y = SrStep<kSrn>(d, q, outer, hn::LoadU(d, t + i), hn::LoadU(d, c + i), words.at(du, i, tile.p0, tile.key),
+                                words.outs + i, tile.p0, tile.key, MacSite::outer_add);
+    hn::StoreU(y, d, t + i);
+    hn::StoreU(hn::Zero(d), d, c + i);
+  }
+}
+
+void GemmFoldSrF64(const GemmFastPlan& plan, const Format& outer, double* c, double* t, std::size_t len,
+                   const GemmSrTile& tile) {
+  if (plan.outer.rounding.mode == RoundMode::srn) return GemmFoldSrMode<true>(plan, outer, c, t, len, tile);
+  GemmFoldSrMode<false>(plan, outer, c, t, len, tile);
+}
+
 void GemmFoldF32(const GemmFastPlan& plan, const Format& outer, float* c, float* t, std::size_t len) {
   GemmFoldAny(plan, outer, c, t, len);
 }
@@ -1205,6 +1230,7 @@ HWY_EXPORT(GemmTileTreeF32);
 HWY_EXPORT(GemmTileTreeF64);
 HWY_EXPORT(GemmFoldF32);
 HWY_EXPORT(GemmFoldF64);
+HWY_EXPORT(GemmFoldSrF64);
 HWY_EXPORT(GemmLanesF32);
 HWY_EXPORT(GemmLanesF64);
 
@@ -1271,6 +1297,10 @@ void gemm_tile_tree(const GemmFastPlan& plan, const Format& acc, std::size_t row
 }
 void gemm_fold(const GemmFastPlan& plan, const Format& outer, float* c, float* t, std::size_t len) {
   HWY_DYNAMIC_DISPATCH(GemmFoldF32)(plan, outer, c, t, len);
+}
+void gemm_fold_sr(const GemmFastPlan& plan, const Format& outer, double* c, double* t, std::size_t len,
+                  const GemmSrTile& tile) {
+  HWY_DYNAMIC_DISPATCH(GemmFoldSrF64)(plan, outer, c, t, len, tile);
 }
 void gemm_fold(const GemmFastPlan& plan, const Format& outer, double* c, double* t, std::size_t len) {
   HWY_DYNAMIC_DISPATCH(GemmFoldF64)(plan, outer, c, t, len);
