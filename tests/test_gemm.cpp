@@ -436,7 +436,10 @@ TEST(Gemm, StochasticAccumulatorEqualsTheReference) {
                          "in=e5m2 acc=e5m5@sr order=tree4 outer=fp16",
                          // stochastic outers (chunk sums or group values rounded with the outer_add word)
                          "in=e5m2 acc=e6m5 order=chunk8 outer=fp16@sr", "in=e5m2 acc=e6m5@sr order=chunk8",
-                         "in=e4m3 acc=fp16 order=tree4 outer=bf16@sr4", "in=e5m2 acc=bf16@sr order=ftree16 outer=e6m5@sr8"};
+                         "in=e4m3 acc=fp16 order=tree4 outer=bf16@sr4", "in=e5m2 acc=bf16@sr order=ftree16 outer=e6m5@sr8",
+                         // products rounded (deterministically) before a stochastic accumulator
+                         "in=e5m2 prod=e5m2 acc=e6m5@sr", "in=fp16 prod=bf16@rz acc=fp32@sr8 order=chunk16 outer=fp32",
+                         "in=e4m3 prod=e4m3:sat@ru acc=fp16@sr order=ftree8 outer=fp32", "in=e5m2 prod=q4.9 acc=e6m5@sr order=tree4 outer=fp32"};
   struct Case {
     std::size_t m, n, k;
     double scale, bias;

@@ -115,7 +115,7 @@ GemmFastPlan plan_sr(const MacSpec& spec, GemmFastPlan plan) {
   };
   const Format& acc = *spec.acc;
   const MacOrderKind order = spec.order.kind;
-  if (order == MacOrderKind::kahan || spec.prod) return no("order=kahan, or the product is rounded");
+  if (order == MacOrderKind::kahan) return no("order=kahan");
   if (acc.kind() != FormatKind::floating) return no("a stochastic accumulator that is not a float");
   const FloatSpec& fs = acc.float_spec();
   if (fs.radix_log2 != 1 || fs.sub != Subnormals::ieee || fs.man_bits < 1 || !fs.has_zero || !fs.is_signed ||
@@ -129,7 +129,22 @@ GemmFastPlan plan_sr(const MacSpec& spec, GemmFastPlan plan) {
   const double prod_quantum = ra.quantum * rb.quantum, prod_max = ra.max * rb.max;
   if (!spec.a.fits(Carrier::fp64) || !spec.b.fits(Carrier::fp64) || !acc.fits(Carrier::fp64)) return no("a format beyond fp64");
   if (ra.bits + rb.bits > 53 || prod_quantum < DBL_MIN || prod_max > DBL_MAX / 4) return no("products not exact in fp64");
-  if (rc.bits > 24 || rc.quantum < DBL_MIN || rc.max + prod_max > DBL_MAX / 2) return no("the accumulator is too wide for fp64 lanes");
+  // What the accumulator adds: the exact product, or (prod=<fmt>, deterministic) the product
+  // rounded into that format by the array quantizer's vector rounding (gemm_simd.cpp).
+  double add_quantum = prod_quantum, add_max = prod_max;
+  if (spec.prod) {
+    const Range rp = range_of(*spec.prod);
+    if (rp.bits >= 64 || !spec.prod->fits(Carrier::fp64)) return no("the product format does not fit fp64 lanes");
+    plan.prod = make_plan(*spec.prod, Carrier::fp64);
+    if (plan.prod.kind == PlanKind::scalar) return no("no vector plan for the product format");
+    plan.prod_round = true;
+    plan.prod_kind = plan.prod.kind == PlanKind::fixed ? 1 : (plan.prod.sat_ieee ? 2 : 0);
+    plan.prod_format = &*spec.prod;
+    add_quantum = rp.quantum;
+    add_max = rp.max;
+  }
+  if (add_quantum < DBL_MIN) return no("products below the fp64 lane's normal range");
+  if (rc.bits > 24 || rc.quantum < DBL_MIN || rc.max + add_max > DBL_MAX / 2) return no("the accumulator is too wide for fp64 lanes");
   plan.acc = make_plan(acc, Carrier::fp64);
   if (plan.acc.kind != PlanKind::floating) return no("no vector plan for the accumulator");
   if (spec.order.grouped()) {

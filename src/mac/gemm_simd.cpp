@@ -707,8 +707,8 @@ HWY_NOINLINE void GemmTileSrRV(const GemmFastPlan& plan_in, const Format& acc, c
     for (int v = 0; v < V; ++v) hn::StoreU(a[r * V + v], d, C + static_cast<std::size_t>(r) * cs + static_cast<std::size_t>(v) * N);
 }
 
-void GemmTileSrF64(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const double* X,
-                   std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs, const GemmSrTile& t) {
+void GemmTileSrExact(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const double* X,
+                     std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs, const GemmSrTile& t) {
   if (plan.acc.rounding.mode == RoundMode::srn) {
     // srN: one row at a time (the one-row tiles only), each row its own outputs' keys.
     for (std::size_t r = 0; r < R; ++r) {
@@ -832,8 +832,8 @@ HWY_NOINLINE void GemmTileGroupSrV(const GemmFastPlan& plan_in, const Format& ac
   }
 }
 
-void GemmTileGroupSrF64(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const double* X,
-                        std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs, const GemmSrTile& t) {
+void GemmTileGroupSrExact(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const double* X,
+                          std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs, const GemmSrTile& t) {
   const bool srn = plan.acc.rounding.mode == RoundMode::srn;
   for (std::size_t r = 0; r < R; ++r) {
     GemmSrTile tr = t;
@@ -910,6 +910,37 @@ void ForRowsOfRoundedProducts(const GemmFastPlan& plan, std::size_t R, std::size
     RoundProducts(plan, X + r * xs, Y, kc, W, products.data());
     row(inner, r, ones.data(), products.data());
   }
+}
+
+// The stochastic accumulator's tiles (seq and chunk; tree and ftree groups), with prod=<fmt>
+// (deterministic modes) rounding each exact product first: row by row, the rounded products as
+// the operand of a ones row, each row with its own outputs' random words.
+template <class Tile>
+void WithSrProducts(const GemmFastPlan& plan, std::size_t R, std::size_t V, const double* X, std::size_t xs,
+                    const double* Y, std::size_t kc, double* C, std::size_t cs, const GemmSrTile& t, Tile&& tile) {
+  if (!plan.prod_round) return tile(plan, R, X, xs, Y, C, t);
+  ForRowsOfRoundedProducts(plan, R, V, X, xs, Y, kc,
+                           [&](const GemmFastPlan& inner, std::size_t r, const double* ones, const double* products) {
+    GemmSrTile tr = t;
+    tr.out0 = t.out0 + r * t.out_rs;
+    tile(inner, 1, ones, 0, products, C + r * cs, tr);
+  });
+}
+
+void GemmTileSrF64(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const double* X,
+                   std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs, const GemmSrTile& t) {
+  WithSrProducts(plan, R, V, X, xs, Y, kc, C, cs, t,
+                 [&](const GemmFastPlan& p, std::size_t rows, const double* x, std::size_t xstride, const double* y,
+                     double* c, const GemmSrTile& tile) { GemmTileSrExact(p, acc, rows, V, x, xstride, y, kc, c, cs, tile); });
+}
+
+void GemmTileGroupSrF64(const GemmFastPlan& plan, const Format& acc, std::size_t R, std::size_t V, const double* X,
+                        std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs, const GemmSrTile& t) {
+  WithSrProducts(plan, R, V, X, xs, Y, kc, C, cs, t,
+                 [&](const GemmFastPlan& p, std::size_t rows, const double* x, std::size_t xstride, const double* y,
+                     double* c, const GemmSrTile& tile) {
+    GemmTileGroupSrExact(p, acc, rows, V, x, xstride, y, kc, c, cs, tile);
+  });
 }
 
 template <bool kFixed, typename T>
