@@ -45,11 +45,6 @@ struct Lane {
   Carrier carrier;
 };
 
-// order=chunkN: whether the outer accumulator takes chunk sums (values of an accumulator of
-// range rc) exactly as a float accumulator takes products in this lane (gemm_fast.h); sets
-// plan.outer and plan.chunk.
-// Where the innocuous double rounding does not hold (outer narrower than the chunk sums, or not
-// rounding to nearest-even), the fold rounds each exact sum to odd first (plan.outer_odd).
 // A float format the sr step (gemm_simd.cpp, SrStep) rounds into: radix 2 with gradual
 // underflow, a zero and a sign (the lane splits values at its grid with one rule for every
 // binade), at most 24 bits, its smallest step a normal fp64 number.
@@ -60,6 +55,13 @@ bool sr_float(const Format& f) {
          fs.sp != Specials::fnuz && f.fits(Carrier::fp64) && range_of(f).bits <= 24 && range_of(f).quantum >= DBL_MIN;
 }
 
+// Grouped orders (chunkN, treeN, ftreeN): whether the kernels' fold takes the chunk sums (values
+// of an accumulator of range rc) into outer exactly as the reference does in this lane
+// (gemm_fast.h); sets plan.outer and the fold's kind. A float outer rounding to nearest-even
+// takes them as a float accumulator takes products; where that innocuous double rounding does
+// not hold (outer narrower than the chunk sums, or another mode), the fold rounds each exact sum
+// to odd first (plan.outer_odd); a fixed-point outer converts, adds and saturates
+// (plan.outer_fixed); a stochastic one rounds by the sr step (plan.outer_sr).
 bool outer_fits(const Format& outer, const Range& rc, const Lane& lane, GemmFastPlan& plan) {
   plan.outer_sr = false;
   if (outer.rounding().stochastic()) {

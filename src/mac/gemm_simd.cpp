@@ -1052,7 +1052,7 @@ void GemmTileKahanF64(const GemmFastPlan& plan, const Format& acc, std::size_t R
   GemmTileKahanAny(plan, acc, R, V, X, xs, Y, kc, C, Cc, cs);
 }
 
-// ---- order=treeN (float accumulators, deterministic modes) ---------------------------------
+// ---- order=treeN and ftreeN (float and fixed-point accumulators, deterministic modes) ---
 
 // One row of V vectors: the group's kc products are the leaves; level by level adjacent nodes
 // are added, each adder an exact lane sum rounded to odd and then into acc (GemmStep's kOdd
@@ -1169,7 +1169,7 @@ void GemmTileTreeF64(const GemmFastPlan& plan, const Format& acc, std::size_t R,
   GemmTileTreeAny(plan, acc, R, V, X, xs, Y, kc, C, cs);
 }
 
-// ---- the fold of chunk sums into outer, rounded to odd first ---------------------------------
+// ---- the fold of chunk sums into outer: rounded to odd first, or stochastically -----------
 
 template <RoundMode MODE, typename T>
 HWY_NOINLINE void GemmFoldMode(const GemmFastPlan& plan, const Format& outer, T* HWY_RESTRICT c, T* HWY_RESTRICT t,
