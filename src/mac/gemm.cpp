@@ -303,8 +303,9 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
   };
   // chunkN: the chunk sums of rows x wq accumulators at c added into the totals at t (row
   // stride slab_w), rounded into outer, and the chunk sums reset to +0. The tile's first row is
-  // r0 and its first column c0 (for a stochastic outer's random words), the chunk starts at s.
-  const auto fold = [&](std::size_t nrows, std::size_t wq, L* c, L* t, std::size_t r0, std::size_t c0, std::size_t s) {
+  // r0 and its first column c0, and the chunk ends at step s1 (a stochastic outer's words).
+  const auto fold = [&](std::size_t nrows, std::size_t wq, L* c, L* t, std::size_t r0, std::size_t c0, std::size_t s1) {
+    const std::size_t s = (s1 - 1) / G * G;  // the chunk's first step
     for (std::size_t r = 0; r < nrows; ++r) {
       L* const cr = c + r * slab_w;
       L* const tr = t + r * slab_w;
@@ -423,7 +424,7 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
                     detail::gemm_tile_sr(plan, acc, std::min(rmax, r1 - r), vq, x + (s0 - p0), shared_x ? k : kb,
                                          panel + (s0 - p0) * width(q), s1 - s0, c, slab_w, st);
                   }
-                  if (s1 % G == 0 || s1 == k) fold(std::min(rmax, r1 - r), width(q), c, tbuf + (c - abuf), r, q * W, s1 - 1 - (s1 - 1) % G);
+                  if (s1 % G == 0 || s1 == k) fold(std::min(rmax, r1 - r), width(q), c, tbuf + (c - abuf), r, q * W, s1);
                   s0 = s1;
                 }
                 continue;
@@ -448,7 +449,7 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
                 detail::gemm_tile(plan, acc, std::min(rmax, r1 - r), vq, x + (s0 - p0), shared_x ? k : kb,
                                   panel + (s0 - p0) * width(q), s1 - s0, c, slab_w);
               }
-              if (s1 % G == 0 || s1 == k) fold(std::min(rmax, r1 - r), width(q), c, tbuf + (c - abuf), r, q * W, s1 - 1 - (s1 - 1) % G);
+              if (s1 % G == 0 || s1 == k) fold(std::min(rmax, r1 - r), width(q), c, tbuf + (c - abuf), r, q * W, s1);
               s0 = s1;
             }
           }

@@ -238,6 +238,15 @@ void GemmPackF64F64(const QuantPlan& p, const Format& f, const double* s, std::s
 
 // ---- the kernels -----------------------------------------------------------------------
 
+// Knuth's TwoSum: s = a + b rounded in the lane and e = (a + b) - s exactly (no overflow).
+template <class V>
+HWY_INLINE V TwoSum(V a, V b, V* e) {
+  const auto s = hn::Add(a, b);
+  const auto z = hn::Sub(s, a);
+  *e = hn::Add(hn::Sub(a, hn::Sub(s, z)), hn::Sub(b, z));
+  return s;
+}
+
 // The exact sum a + b of two lane values, rounded to odd in the lane: the lane's sum s where it
 // is exact, else whichever of s and its neighbour toward the exact sum has an odd last bit
 // (TwoSum gives the exact error e = (a + b) - s; s's magnitude moves up one ulp where e has
@@ -250,9 +259,8 @@ template <class D>
 HWY_INLINE hn::Vec<D> SumToOdd(D d, hn::Vec<D> a, hn::Vec<D> b) {
   using TU = hn::TFromD<hn::RebindToUnsigned<D>>;
   const hn::RebindToUnsigned<D> du;
-  const auto s = hn::Add(a, b);
-  const auto z = hn::Sub(s, a);
-  const auto e = hn::Add(hn::Sub(a, hn::Sub(s, z)), hn::Sub(b, z));
+  hn::Vec<D> e;
+  const auto s = TwoSum(a, b, &e);
   const auto sb = hn::BitCast(du, s);
   const auto one = hn::Set(du, TU{1});
   const auto inexact_even = hn::And(hn::RebindMask(du, hn::And(hn::Ne(e, hn::Zero(d)), hn::IsFinite(s))),
@@ -531,15 +539,10 @@ HWY_INLINE GroupPair<D> SumGroupExactly(D d, const T* HWY_RESTRICT nd, std::size
     const auto v = hn::LoadU(d, nd + p * W + c);
     all_neg_zero = hn::And(all_neg_zero, hn::Eq(hn::BitCast(du, v), neg_zero));
     all_pos_zero = hn::And(all_pos_zero, hn::Eq(hn::BitCast(du, v), hn::Zero(du)));
-    const auto s = hn::Add(hi, v);  // TwoSum: s + e = hi + v exactly
-    const auto z = hn::Sub(s, hi);
-    const auto e = hn::Add(hn::Sub(hi, hn::Sub(s, z)), hn::Sub(v, z));
-    const auto t = hn::Add(lo, e);  // TwoSum again: t + e2 = lo + e exactly
-    const auto y = hn::Sub(t, lo);
-    const auto e2 = hn::Add(hn::Sub(lo, hn::Sub(t, y)), hn::Sub(e, y));
-    bad = hn::Or(bad, hn::Or(hn::Ne(e2, hn::Zero(d)), hn::Not(hn::IsFinite(s))));
-    hi = s;
-    lo = t;
+    hn::Vec<D> e, e2;
+    hi = TwoSum(hi, v, &e);  // hi' + e = hi + v exactly
+    lo = TwoSum(lo, e, &e2);  // lo' + e2 = lo + e exactly
+    bad = hn::Or(bad, hn::Or(hn::Ne(e2, hn::Zero(d)), hn::Not(hn::IsFinite(hi))));
   }
   return {hi, lo, hn::RebindMask(d, bad), hn::RebindMask(d, all_neg_zero), hn::RebindMask(d, all_pos_zero)};
 }
@@ -614,9 +617,8 @@ HWY_INLINE hn::Vec<D> SrStep(D d, const QuantPlan& q, const Format& acc, hn::Vec
                              const RandomKey& key, MacSite site = MacSite::add) {
   const hn::RebindToUnsigned<D> du;
   const hn::RebindToSigned<D> di;
-  const auto s = hn::Add(a, prod);
-  const auto z = hn::Sub(s, a);
-  const auto e = hn::Add(hn::Sub(a, hn::Sub(s, z)), hn::Sub(prod, z));
+  hn::Vec<D> e;
+  const auto s = TwoSum(a, prod, &e);
   const auto as = hn::Abs(s);
   const auto eb = hn::ShiftRight<52>(hn::BitCast(du, as));
   const auto qb = hn::Sub(hn::Max(eb, hn::Set(du, static_cast<std::uint64_t>(q.Tn))), hn::Set(du, static_cast<std::uint64_t>(q.M)));
