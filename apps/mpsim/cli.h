@@ -59,6 +59,7 @@ struct BenchGemmOptions {
   int batch = 128;
   std::vector<int> threads = {1, 2};
   int reps = 3;
+  std::string operands = "fp32";  // the overload timed: fp32 (what the layers pass) or fp64
   bool json = false;
 };
 int run_bench_gemm(const BenchGemmOptions& o);

@@ -205,6 +205,10 @@ Runner add_bench_command(CLI::App& app) {
   g->add_option("--batch", og->batch, "Batch size, n = batch * H * W (default 128)");
   g->add_option("--threads", og->threads, "Thread counts (default: 1 2)");
   g->add_option("--reps", og->reps, "Repetitions; the median is reported (default 3)");
+  g->add_option("--operands", og->operands,
+                "Operand type of the gemm() overload timed: fp32 (default; what the layers pass, as sgemm gets) or fp64 "
+                "(the reference's carrier: twice the bytes to read and convert)")
+      ->check(CLI::IsMember({"fp32", "fp64"}));
   g->add_flag("--json", og->json, "Machine-readable output");
   g->footer("Example:\n  mpsim bench gemm\n  mpsim bench gemm --batch 16 --threads 1 --mac \"in=bf16 acc=fp32\" --json\n"
             "OpenBLAS (OpenMP build) runs with the same thread count; its results are reproducible only for a\n"

@@ -111,6 +111,7 @@ def test_bench_gemm_reports_every_shape_and_spec():
                         "--mac", "in=e5m2:cfg5 acc=e6m5", "--mac", "in=e5m2:cfg5 acc=q8.13"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["operands"] == "fp32"
     rows = json.loads(r.stdout)["results"]
     assert {row["k"] for row in rows} == {144, 288, 576}
     for k in (144, 288, 576):
@@ -122,3 +123,11 @@ def test_bench_gemm_reports_every_shape_and_spec():
     assert all(row["vectorized"] for row in emulated)
     bad = subprocess.run([MPSIM, "bench", "gemm", "--batch", "0"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--batch" in bad.stderr
+    # The fp64 overload on request; other operand types are usage errors.
+    r = subprocess.run([MPSIM, "bench", "gemm", "--batch", "1", "--reps", "1", "--threads", "1", "--json",
+                        "--operands", "fp64", "--mac", "in=e5m2:cfg5 acc=e6m5"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["operands"] == "fp64" and all(row["gmac_per_s"] > 0 for row in out["results"])
+    bad = subprocess.run([MPSIM, "bench", "gemm", "--operands", "bf16"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--operands" in bad.stderr
