@@ -77,6 +77,12 @@ struct QuantPlan {
   std::uint64_t k_pos = 0;   // largest integer for positive inputs
   std::uint64_t k_neg = 0;   // largest magnitude for negative inputs
   bool wrap = false;         // overflow wraps (these lanes go to the scalar reference)
+
+  // ---- read by the GEMM's input packing only (mac/gemm_fast.h, input_packing) ----
+  // A CFG-2 input (sub=flushout) is rounded with gradual underflow, then a lane whose rounded
+  // value is not the input itself and lies below input_min_normal becomes a zero of its sign.
+  bool input_flush = false;
+  double input_min_normal = 0;
 };
 
 // Throws FormatError for the hysteresis mode.

@@ -177,10 +177,12 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
   const std::size_t rows = trans ? n : m, cols = trans ? m : n;
   const View<T> X = trans ? View<T>{opB.base, opB.ss, opB.rs} : opA;
   const View<T> Y = trans ? View<T>{opA.base, opA.ss, opA.rs} : opB;
-  const Format& fx = trans ? spec.b : spec.a;
-  const Format& fy = trans ? spec.a : spec.b;
   const Carrier qc = std::is_same_v<T, float> && std::is_same_v<L, float> ? Carrier::fp32 : Carrier::fp64;
-  const detail::QuantPlan px = detail::make_plan(fx, qc), py = detail::make_plan(fy, qc);
+  // The input formats as the packing rounds into them (CFG-2 inputs keep their subnormal codes).
+  const detail::InputPacking in_x = detail::input_packing(trans ? spec.b : spec.a, qc);
+  const detail::InputPacking in_y = detail::input_packing(trans ? spec.a : spec.b, qc);
+  const Format &fx = in_x.format, &fy = in_y.format;
+  const detail::QuantPlan &px = in_x.plan, &py = in_y.plan;
 
   // Panels of V vectors: 8, or fewer until there are enough panels for every thread to get
   // several (equal tasks balance); the last panel as narrow as its columns allow.

@@ -124,9 +124,6 @@ GemmFastPlan plan_sr(const MacSpec& spec, GemmFastPlan plan) {
       fs.sp == Specials::fnuz) {
     return no("a stochastic accumulator without gradual underflow, a zero or a sign");
   }
-  for (const Format* in : {&spec.a, &spec.b}) {
-    if (in->kind() == FormatKind::floating && in->float_spec().sub == Subnormals::flushout) return no("a flushout input format");
-  }
   const Range ra = range_of(spec.a), rb = range_of(spec.b), rc = range_of(acc);
   const double prod_quantum = ra.quantum * rb.quantum, prod_max = ra.max * rb.max;
   if (!spec.a.fits(Carrier::fp64) || !spec.b.fits(Carrier::fp64) || !acc.fits(Carrier::fp64)) return no("a format beyond fp64");
@@ -170,6 +167,17 @@ GemmFastPlan plan_sr(const MacSpec& spec, GemmFastPlan plan) {
 
 }  // namespace
 
+InputPacking input_packing(const Format& f, Carrier carrier) {
+  if (f.kind() != FormatKind::floating || f.float_spec().sub != Subnormals::flushout) return {f, make_plan(f, carrier)};
+  FloatSpec twin = f.float_spec();
+  twin.sub = Subnormals::ieee;
+  InputPacking in{Format::from_float(twin, f.rounding()), {}};
+  in.plan = make_plan(in.format, carrier);
+  in.plan.input_flush = true;
+  in.plan.input_min_normal = describe(f).min_normal;
+  return in;
+}
+
 GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
   GemmFastPlan plan;
   auto no = [&](const char* why) {
@@ -202,11 +210,6 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
     // With an exact product a fused float MAC rounds exactly as the split one (docs/mac.md).
   } else if (plan.fixed && spec.fused) {
     return no("fused with a fixed-point accumulator");
-  }
-  for (const Format* in : {&spec.a, &spec.b}) {
-    // The reference keeps flushout (CFG-2) subnormal codes as they are instead of quantizing
-    // them (dot_ref.cpp); the packing here only quantizes.
-    if (in->kind() == FormatKind::floating && in->float_spec().sub == Subnormals::flushout) return no("a flushout input format");
   }
   const Range ra = range_of(spec.a), rb = range_of(spec.b), rc = range_of(acc);
   const int prod_bits = ra.bits + rb.bits;

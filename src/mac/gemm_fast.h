@@ -55,6 +55,8 @@
 // rounds a sum, with the group's random word; and treeN so, each adder an sr step) likewise, each group's products summed exactly in a pair of lanes (TwoSum
 // into hi, its error into lo, a lane whose second error is nonzero going to the reference) and
 // the exact sum rounded to odd, then once into acc.
+// Inputs are packed rounded into their formats (CFG-2 ones keeping their subnormal codes:
+// input_packing below).
 // Everything else goes through the exact reference (gemm.cpp decides).
 #pragma once
 
@@ -93,6 +95,19 @@ struct GemmFastPlan {
 };
 
 GemmFastPlan plan_gemm_fast(const MacSpec& spec);
+
+// How the GEMM packs a MAC input of format f: the format and plan its packing rounds with.
+// Every format but one kind packs as itself. A flushout (CFG-2) format reads its subnormal
+// codes as their values (its multiplier reads subnormal inputs; the reference keeps such inputs,
+// dot_ref.cpp), yet rounding into it flushes them: it packs as its gradual-underflow twin with
+// plan.input_flush set, which flushes a lane whose rounded value is not the input itself and
+// is subnormal — the format's own rounding (round, then flush a subnormal result) for every
+// input that is not one of its codes, and the code itself for every one that is.
+struct InputPacking {
+  Format format;
+  QuantPlan plan;
+};
+InputPacking input_packing(const Format& f, Carrier carrier);
 
 // out[i * dstride] = quantize(src[i], f) converted to the lane type, for i < len: the packing
 // of a MAC input (deterministic rounding modes; f's value then fits the lane type). p is f's

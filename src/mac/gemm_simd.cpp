@@ -51,7 +51,7 @@ HWY_INLINE hn::Mask<D> GemmGapUp(D d, hn::Vec<D> x, hn::Vec<D> ax, hn::Vec<D> ha
 // One vector of inputs rounded into the input format (deterministic modes only: MAC inputs
 // never round stochastically). kKind as in RoundVector: 0 float, 1 fixed, 2 saturating float.
 template <RoundMode MODE, int kKind, class D>
-HWY_INLINE hn::Vec<D> GemmQuantInput(D d, const QuantPlan& p, const Format& f, hn::Vec<D> x) {
+HWY_INLINE hn::Vec<D> GemmRoundInput(D d, const QuantPlan& p, const Format& f, hn::Vec<D> x) {
   using T = hn::TFromD<D>;
   if constexpr (kKind == 0) {
     if (p.asnormal_gap) {
@@ -67,6 +67,25 @@ HWY_INLINE hn::Vec<D> GemmQuantInput(D d, const QuantPlan& p, const Format& f, h
     }
   }
   return RoundVector<MODE, kKind>(d, p, f, x, nullptr, 0, RandomKey{});
+}
+
+// A CFG-2 input's reading (gemm_fast.h, input_packing): a rounded value y that is not the input
+// x itself and lies below the format's smallest normal becomes a zero of its sign.
+template <class D>
+HWY_INLINE hn::Vec<D> GemmFlushInput(D d, const QuantPlan& p, hn::Vec<D> x, hn::Vec<D> y) {
+  using T = hn::TFromD<D>;
+  const auto flush = hn::And(hn::Lt(hn::Abs(y), hn::Set(d, static_cast<T>(p.input_min_normal))), hn::Ne(y, x));
+  return hn::IfThenElse(flush, hn::And(y, hn::SignBit(d)), y);
+}
+
+// One vector of MAC inputs as the packing reads them: rounded into the input format.
+template <RoundMode MODE, int kKind, class D>
+HWY_INLINE hn::Vec<D> GemmQuantInput(D d, const QuantPlan& p, const Format& f, hn::Vec<D> x) {
+  const auto y = GemmRoundInput<MODE, kKind>(d, p, f, x);
+  if constexpr (kKind != 1) {
+    if (HWY_UNLIKELY(p.input_flush)) return GemmFlushInput(d, p, x, y);
+  }
+  return y;
 }
 
 // dst[i * dstride] = lane(quantize(src[i])) for i < len: loaded as T, quantized in the carrier
@@ -138,8 +157,14 @@ void GemmPackAny(const QuantPlan& p, const Format& f, const T* src, std::size_t 
     }
   }
 #undef MPSIM_PACK_MODE
-  // No vector kernel for this format or mode: the scalar reference, element by element.
-  for (std::size_t i = 0; i < len; ++i) dst[i * dstride] = static_cast<L>(quantize(static_cast<double>(src[i]), f));
+  // No vector kernel for this format or mode: the scalar reference, element by element (a
+  // CFG-2 input read as GemmFlushInput reads it).
+  for (std::size_t i = 0; i < len; ++i) {
+    const double x = static_cast<double>(src[i]);
+    double y = quantize(x, f);
+    if (p.input_flush && std::fabs(y) < p.input_min_normal && y != x) y = std::copysign(0.0, y);
+    dst[i * dstride] = static_cast<L>(y);
+  }
 }
 
 // dst[p * dstride + c] = lane(quantize(src[c * ld + p])) for c < ncols, p < len: columns of the
