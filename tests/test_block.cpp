@@ -15,6 +15,7 @@
 #include "mpsim/quantize.h"
 #include "mpsim/quantize_array.h"
 #include "bit_helpers.h"
+#include "../src/format/block_scale.h"
 
 namespace mpsim::test {
 namespace {
@@ -496,6 +497,48 @@ const char* const kFastFormats[] = {"hbfp4/16", "hbfp6/64", "hbfp8/32:rule=ceil"
                                     "mxfp6_e2m3", "mxfp4", "mxint8", "mxfp4:rule=ceil", "mxfp8_e4m3:exp=6",
                                     "nvfp4"};
 const char* const kFastModes[] = {"rne", "rna", "rz", "ru", "rd", "ro", "sr", "sr8"};
+
+// NVFP4's element rounding for the deterministic modes (block_scale.h,
+// nvfp4_element_deterministic) against the reference's integer quantizer, bit for bit: scales
+// with 28 significant bits (an fp32 tensor scale times an e4m3fn block scale), every grid
+// point of e2m1 times the scale and its two fp64 neighbours, every midpoint (the ties), the
+// binade edges 2S, 4S, 6S, 8S, values between, beyond the top, far below the smallest step,
+// zeros, infinities and NaN, of both signs.
+TEST(BlockFast, Nvfp4DeterministicElementsEqualTheReference) {
+  std::mt19937_64 g(4);
+  std::uniform_int_distribution<std::uint32_t> mant(0, (1u << 23) - 1);
+  std::uniform_int_distribution<int> ex(-30, 30), bs_code(1, 0x7E);
+  std::uniform_real_distribution<double> u(0.0, 10.0);
+  const Format e4m3fn = Format::parse("e4m3fn");
+  std::size_t checked = 0;
+  for (int c = 0; c < 300; ++c) {
+    const double ts = std::ldexp(1.0 + mant(g) * 0x1p-23, ex(g));  // an fp32 tensor scale
+    const double S = c == 0 ? 0.0 : ts * decode(e4m3fn, bs_code(g)).value;
+    std::vector<double> xs;
+    for (int z = 0; z <= 16; ++z) {
+      const double v = z * 0.5 * S;  // multiples of the smallest step, every grid point and tie
+      xs.insert(xs.end(), {v, std::nextafter(v, 0.0), std::nextafter(v, INFINITY)});
+    }
+    for (int i = 0; i < 40; ++i) xs.push_back(u(g) * S);
+    xs.insert(xs.end(), {1e-300, S * 1e-20, 1e300, INFINITY, NAN, 0.0});
+    for (const double x0 : xs) {
+      for (const double x : {x0, -x0}) {
+        for (const RoundMode mode : {RoundMode::rne, RoundMode::rna, RoundMode::rz, RoundMode::ru, RoundMode::rd,
+                                     RoundMode::ro}) {
+          Rounding r;
+          r.mode = mode;
+          const double want = detail::nvfp4_element(x, S, r, 0, RandomKey{});
+          const double got = detail::nvfp4_element_deterministic(x, S, mode);
+          ASSERT_TRUE(bits_of(got) == bits_of(want) || (std::isnan(got) && std::isnan(want)))
+              << std::hexfloat << "x " << x << " S " << S << " mode " << static_cast<int>(mode) << ": got " << got
+              << " want " << want;
+          ++checked;
+        }
+      }
+    }
+  }
+  EXPECT_GT(checked, 100000u);
+}
 
 TEST(BlockFast, EqualsReferenceEverywhere) {
   std::mt19937_64 g(99);

@@ -17,6 +17,7 @@
 #include "mpsim/layers.h"
 #include "mpsim/mac.h"
 #include "mpsim/quantize.h"
+#include "../src/mac/block_dot.h"
 
 namespace mpsim {
 namespace {
@@ -283,7 +284,7 @@ TEST(BlockGemm, FastEqualsReference) {
   std::mt19937_64 g(11);
   const char* const inputs[] = {"in=hbfp4/16", "in=hbfp8/64", "in=hbfp6/16:tile", "in=mxfp8_e4m3", "in=mxfp8_e5m2",
                                 "in=mxfp6_e3m2", "in=mxfp6_e2m3", "in=mxfp4", "in=mxint8", "in=nvfp4",
-                                "a=mxfp8_e4m3 b=mxfp8_e5m2", "a=hbfp8/32 b=mxfp4", "in=hbfp12/16:exp=6"};
+                                "a=mxfp8_e4m3 b=mxfp8_e5m2", "a=hbfp8/32 b=mxfp4", "in=hbfp12/16:exp=6", "a=nvfp4 b=hbfp8/16"};
   const char* const tails[] = {"", " outer=bf16", " outer=e6m5@rz", " outer=fp32@rd out=fp16", " bacc=9:wrap",
                                " bacc=9", " outer=q8.13", " outer=fp32@sr", " outer=fp64"};
   int cases = 0;
@@ -300,7 +301,76 @@ TEST(BlockGemm, FastEqualsReference) {
       ++cases;
     }
   }
-  EXPECT_EQ(cases, 13 * 9);
+  EXPECT_EQ(cases, 14 * 9);
+}
+
+// The exact total + hi + lo rounded to odd at 53 bits, in MPFR: truncated toward zero, and the
+// last bit set where that was inexact.
+double round_to_odd_mpfr(double total, double hi, double lo) {
+  mpfr_t x, r;
+  mpfr_init2(x, 2400);
+  mpfr_init2(r, 53);
+  mpfr_set_d(x, total, MPFR_RNDN);
+  mpfr_add_d(x, x, hi, MPFR_RNDN);  // exact at 2400 bits
+  mpfr_add_d(x, x, lo, MPFR_RNDN);
+  const int inexact = mpfr_set(r, x, MPFR_RNDZ);
+  double d = mpfr_get_d(r, MPFR_RNDN);
+  if (inexact != 0) d = std::bit_cast<double>(std::bit_cast<std::uint64_t>(d) | 1u);
+  mpfr_clear(x);
+  mpfr_clear(r);
+  return d;
+}
+
+// NVFP4's block sums reach the outer sum as an exact pair hi + lo (gemm_block.cpp); the fast
+// path's sum3_to_odd must round total + hi + lo to odd exactly. The cases where lo decides are
+// those where total + hi is exact and short (hi and total both fp32 values of nearby binades,
+// or total cancelling most of hi), so that a rounding into fp32 would look at lo alone.
+TEST(BlockGemm, ThreeTermSumRoundsToOdd) {
+  std::mt19937_64 g(8);
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  std::uniform_int_distribution<int> ex(-40, 40), near(-3, 3), kind(0, 3);
+  int decided_by_lo = 0;
+  for (int c = 0; c < 200000; ++c) {
+    const double hi = std::ldexp(u(g), ex(g));
+    double h = kind(g) < 2 ? static_cast<double>(static_cast<float>(hi)) : hi;  // short or full hi
+    if (h == 0) h = 1.0;
+    // |lo| <= ulp(h) / 2, nonzero.
+    const double ulp = std::ldexp(1.0, std::ilogb(h) - 52);
+    double lo = ulp * 0.5 * u(g);
+    if (lo == 0) lo = ulp / 4;
+    double total = 0;
+    switch (kind(g)) {
+      case 0: total = static_cast<float>(std::ldexp(u(g), std::ilogb(h) + near(g))); break;  // nearby binade
+      case 1: total = static_cast<float>(-h) + static_cast<float>(std::ldexp(u(g), std::ilogb(h) - 20)); break;  // cancelling
+      case 2: total = static_cast<float>(std::ldexp(u(g), ex(g))); break;  // anywhere
+      default: total = -h; break;  // exactly cancelling: the sum is lo
+    }
+    const double want = round_to_odd_mpfr(total, h, lo);
+    const double got = detail::sum3_to_odd(total, h, lo);
+    ASSERT_EQ(std::bit_cast<std::uint64_t>(got), std::bit_cast<std::uint64_t>(want))
+        << std::hexfloat << "total " << total << " hi " << h << " lo " << lo;
+    if (round_to_odd_mpfr(total, h, 0.0) != want) ++decided_by_lo;
+  }
+  // The sample must contain sums that the pair's lo decides (else it tests nothing about lo).
+  EXPECT_GT(decided_by_lo, 1000);
+  // The rare shape where the last error f decides: h just above 2^0, a small negative total
+  // with bits below h's last place pulls the sum into the binade below (so TwoSum(total, h)
+  // has an error e), and lo brings e + lo to within a tie of that binade's place, so that the
+  // sum of the first two pieces is exact (g = 0) and only f is left.
+  std::uniform_int_distribution<int> j(1, 64), tiny(-3, 3);
+  std::uniform_real_distribution<double> frac(0.0, 1.0);
+  for (int c = 0; c < 20000; ++c) {
+    const double h = 1.0 + j(g) * 0x1p-52;
+    const double total = -static_cast<double>(static_cast<float>((h - 1.0) + frac(g) * 0x1p-34));
+    const double sum = total + h, bb = sum - total, e = (total - (sum - bb)) + (h - bb);
+    const double place = std::ldexp(1.0, std::ilogb(sum) - 52);
+    double lo = (place - e) + tiny(g) * 0x1p-106;
+    if (lo == 0 || std::fabs(lo) > 0x1p-53) continue;
+    const double want = round_to_odd_mpfr(total, h, lo);
+    const double got = detail::sum3_to_odd(total, h, lo);
+    ASSERT_EQ(std::bit_cast<std::uint64_t>(got), std::bit_cast<std::uint64_t>(want))
+        << std::hexfloat << "total " << total << " hi " << h << " lo " << lo;
+  }
 }
 
 TEST(BlockGemm, TinyBlockSumsUnderDirectedRounding) {
@@ -314,7 +384,11 @@ TEST(BlockGemm, TinyBlockSumsUnderDirectedRounding) {
   std::mt19937_64 g(21);
   int cases = 0;
   for (const char* mac : {"in=hbfp8/16 outer=fp32@ru", "in=mxfp8_e4m3 outer=fp32@rd", "in=mxfp4 outer=bf16@rz",
-                          "in=hbfp6/8 outer=e6m5@ru", "in=mxint8 outer=fp32@rna", "in=mxfp8_e5m2 outer=fp32@ro"}) {
+                          "in=hbfp6/8 outer=e6m5@ru", "in=mxint8 outer=fp32@rna", "in=mxfp8_e5m2 outer=fp32@ro",
+                          // NVFP4: block sums times the product of two fp32 tensor scales (up to 68 bits,
+                          // an exact pair hi + lo whose lo decides these roundings)
+                          "in=nvfp4 outer=fp32@ru", "in=nvfp4 outer=fp32@rd", "a=nvfp4 b=hbfp8/16 outer=bf16@ro",
+                          "a=hbfp6/16 b=nvfp4 outer=fp32@rz"}) {
     const MacSpec spec = MacSpec::parse(mac);
     for (int rep = 0; rep < 4; ++rep) {
       const GemmOp op = static_cast<GemmOp>(rep % 3);
@@ -330,7 +404,7 @@ TEST(BlockGemm, TinyBlockSumsUnderDirectedRounding) {
       ++cases;
     }
   }
-  EXPECT_EQ(cases, 24);
+  EXPECT_EQ(cases, 40);
 }
 
 TEST(BlockGemm, TransposesAgreeAndThreadsChangeNothing) {

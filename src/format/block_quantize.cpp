@@ -458,6 +458,50 @@ int thread_count(const BlockQuantizeOptions& o, std::size_t total, std::size_t b
   return (total < 4 * kBandElements || bands < 2) ? 1 : t;
 }
 
+}  // namespace
+
+namespace detail {
+
+double nvfp4_element_deterministic(double x, double S, RoundMode mode) {
+  if (std::isnan(x)) return std::numeric_limits<double>::quiet_NaN();
+  const bool neg = std::signbit(x);
+  const double a = std::fabs(x);
+  double q;
+  if (a >= 8 * S) {
+    q = 6 * S;  // beyond e2m1's top binade every mode saturates (S = 0: every element is a zero)
+  } else {
+    const double u = a < 2 * S ? 0.5 * S : (a < 4 * S ? S : 2 * S);  // exact: S times a power of two
+    const bool top = a >= 4 * S;
+    double z = std::floor(a / u);
+    double r = std::fma(-z, u, a);
+    if (r < 0) {
+      z -= 1;
+      r = std::fma(-z, u, a);
+    }
+    // Toward +-infinity on the magnitude: ru and rd swap for negative x.
+    if (neg && mode == RoundMode::ru) mode = RoundMode::rd;
+    else if (neg && mode == RoundMode::rd) mode = RoundMode::ru;
+    const double half = 0.5 * u;
+    const bool odd = (static_cast<int>(z) & 1) != 0;  // 0 <= z <= 3
+    bool up = false;
+    switch (mode) {
+      case RoundMode::rne: up = r > half || (r == half && odd); break;
+      case RoundMode::rna: up = r >= half; break;
+      case RoundMode::ru: up = r > 0; break;
+      case RoundMode::ro: up = r > 0 && !odd; break;
+      default: break;  // rz, rd: toward zero
+    }
+    if (up) z += 1;
+    if (top && z > 3) z = 3;  // e2m1fn:sat: 6 S is the largest value
+    q = z * u;
+  }
+  return neg ? -q : q;
+}
+
+}  // namespace detail
+
+namespace {
+
 template <typename T>
 BlockStats nvfp4_fast(const BlockFormat& f, const T* in, T* out, const BlockLayout& layout, const BlockQuantizeOptions& o,
                       BlockScale* scales) {
@@ -473,6 +517,9 @@ BlockStats nvfp4_fast(const BlockFormat& f, const T* in, T* out, const BlockLayo
   }
   const float s_tensor = detail::nvfp4_tensor_scale(amax_t);
   const Format e4m3fn_sat = Format::parse("e4m3fn:sat");
+  const RoundMode mode = f.rounding().mode;
+  const bool deterministic = mode == RoundMode::rne || mode == RoundMode::rna || mode == RoundMode::rz ||
+                             mode == RoundMode::ru || mode == RoundMode::rd || mode == RoundMode::ro;
   std::vector<BlockStats> parts(g.bands);
   const auto bands = static_cast<std::int64_t>(g.bands);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
@@ -519,7 +566,8 @@ BlockStats nvfp4_fast(const BlockFormat& f, const T* in, T* out, const BlockLayo
         if (bad[k]) {
           q = std::numeric_limits<double>::quiet_NaN();
         } else {
-          q = detail::nvfp4_element(x, S[k], f.rounding(), o.first_index + e, o.key);
+          q = deterministic ? detail::nvfp4_element_deterministic(x, S[k], mode)
+                            : detail::nvfp4_element(x, S[k], f.rounding(), o.first_index + e, o.key);
           st.clipped += S[k] > 0 && std::fabs(x) > 6 * S[k];
         }
         out[e] = static_cast<T>(q);

@@ -96,4 +96,13 @@ inline Nvfp4Scale nvfp4_scale(double amax_b, float s, const Format& e4m3fn_sat) 
 // zero tensor or block scale) gives zero with the sign of x.
 double nvfp4_element(double x, double S, const Rounding& r, std::uint64_t index, const RandomKey& key);
 
+// nvfp4_element for a deterministic mode (rne rna rz ru rd ro), without the integer quantizer:
+// the binade's step u = S 2^(k-1) (S/2, S or 2S: exact), z = floor(|x| / u) (the quotient rounded, so z is at
+// most one too large: the remainder's sign says), and the remainder r = |x| - z u from one FMA,
+// exact in fp64 (0 <= r < u, and r is a multiple of 2^-52 of u's binade: |x| >= u where z >= 1,
+// r = |x| where z = 0); the mode decides from r against u / 2 (exact) and z's parity, which is
+// the code's. Bit-identical to nvfp4_element (tests/test_block.cpp); block_quantize.cpp's fast
+// path uses it.
+double nvfp4_element_deterministic(double x, double S, RoundMode mode);
+
 }  // namespace mpsim::detail

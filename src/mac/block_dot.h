@@ -4,6 +4,8 @@
 // block_dot_quantized) and the fast path (gemm_block.cpp) are both built from them.
 #pragma once
 
+#include <bit>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -67,6 +69,56 @@ std::vector<BlockScale> quantize_block_rows_ref(const BlockFormat& f, std::size_
 // The same through the fast quantizer (bit-identical), OpenMP over blocks.
 template <typename T>
 std::vector<BlockScale> quantize_block_rows(const BlockFormat& f, std::size_t rows, std::size_t k, T* values, int threads);
+
+// The fast path's additions into outer (gemm_block.cpp): each returns the exact sum rounded to
+// odd in fp64, whose rounding into any outer of at most 51 bits is the one rounding of the
+// exact sum (docs/mac.md section 7.3).
+// A value whose rounding into outer is the rounding of the exact total + s (both doubles; s
+// an exact block sum): the two-sum, rounded to odd in fp64. An exact zero takes its sign as
+// IEEE 754 says; infinities and NaN follow IEEE arithmetic, as the exact reference does.
+inline double sum_to_odd(double total, double s, bool round_down) {
+  if (!std::isfinite(total) || !std::isfinite(s)) return total + s;
+  double sum = total + s;
+  const double bb = sum - total;
+  const double err = (total - (sum - bb)) + (s - bb);
+  if (sum == 0) {
+    // x + (-x) and -0 + +0 are +0, except toward -infinity (-0); +0 + +0 is +0 always.
+    const bool both_plus = !std::signbit(total) && !std::signbit(s);
+    return round_down && !both_plus ? -0.0 : 0.0;
+  }
+  std::uint64_t bits = std::bit_cast<std::uint64_t>(sum);
+  if (err != 0 && (bits & 1) == 0) {
+    // The odd neighbour on err's side: one code up in magnitude if err has sum's sign, else
+    // down (sum is nonzero and even, so not the smallest magnitude; carries cross binades).
+    bits = std::signbit(err) == std::signbit(sum) ? bits + 1 : bits - 1;
+    sum = std::bit_cast<double>(bits);
+  }
+  return sum;
+}
+
+// A value whose rounding into outer is the rounding of the exact total + hi + lo (hi + lo an
+// exact block sum as an unevaluated pair, |lo| <= ulp(hi) / 2 and lo != 0; no overflow), as
+// sum_to_odd for two terms. (s, e) = TwoSum(total, hi), (u, f) = TwoSum(e, lo), (w, g) =
+// TwoSum(s, u): the exact sum is w + g + f, and g, where nonzero, outweighs f (g is a multiple
+// of u's last place, |f| at most half of it), so the sum lies strictly between w and its
+// neighbour on the side of g (of f where g = 0), within one place of w: the odd one of the two
+// is the sum rounded to odd. It is never zero (w = 0 would need s = 0, so e = 0 and u = lo).
+inline double sum3_to_odd(double total, double hi, double lo) {
+  if (!std::isfinite(total)) return total + hi;
+  const auto two_sum = [](double a, double b, double& err) {
+    const double sum = a + b, bb = sum - a;
+    err = (a - (sum - bb)) + (b - bb);
+    return sum;
+  };
+  double e, f, g;
+  const double s = two_sum(total, hi, e);
+  const double u = two_sum(e, lo, f);
+  const double w = two_sum(s, u, g);
+  const double d = g != 0 ? g : f;
+  std::uint64_t bits = std::bit_cast<std::uint64_t>(w);
+  if (d != 0 && (bits & 1) == 0) bits = std::signbit(d) == std::signbit(w) ? bits + 1 : bits - 1;
+  return std::bit_cast<double>(bits);
+}
 
 // The reference block dot product of two quantized vectors under a block spec (spec.block):
 // the spec of docs/mac.md section 7, also the fast path's fallback for single outputs.

@@ -12,10 +12,12 @@
 //    added into the outer accumulator by an exact two-sum, rounded to odd in fp64 and then into
 //    outer. Rounding to odd keeps every bit a rounding into a format of p <= 51 bits needs
 //    (53 >= p + 2), so the one rounding of the exact sum is reproduced: docs/mac.md §7.3.
+//    NVFP4's units carry its fp32 tensor scale: the scaled block sum is an exact pair hi + lo
+//    (one FMA), added by a three-term sum rounded to odd (block_dot.h, sum3_to_odd).
 // Whatever falls outside those conditions — an outer format fp32 cannot hold or one that rounds
-// stochastically, a saturating accumulator narrower than bits_needed(), NVFP4 (whose units are
-// not powers of two), a block sum beyond 2^53 or a scale product beyond fp64's normal range —
-// runs the reference block dot (block_dot_quantized) for that output. Threads take tasks of
+// stochastically, a saturating accumulator narrower than bits_needed(), a block sum beyond 2^53
+// or a scale product beyond fp64's normal range — runs the reference block dot
+// (block_dot_quantized) for that output. Threads take tasks of
 // four rows by a run of columns of outputs, never a reduction.
 #include "src/mac/gemm_block.h"
 
@@ -26,6 +28,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <stdexcept>
 #include <type_traits>
 #include <vector>
 
@@ -41,24 +44,38 @@ namespace {
 
 std::size_t ceil_div(std::size_t a, std::size_t b) { return (a + b - 1) / b; }
 
-// NVFP4's scales are not powers of two: its units leave the fast path, its values fp32.
+// NVFP4's operands are quantized in fp64 (an element times its 28-bit scale need not fit fp32).
 bool has_nvfp4(const BlockMac& bm) { return bm.a.family() == BlockFamily::nvfp4 || bm.b.family() == BlockFamily::nvfp4; }
 
-// One operand as integers: rows x k elements, and per (row, block) the unit's exponent (units
-// are 2^e for hbfp and mx) or NaN. Rows padded with zeros to whole blocks so that kernels need
-// no tail handling.
+// One operand as integers: rows x k elements, and per (row, block) its unit or NaN. hbfp and mx
+// units are 2^unit_exp. Where either operand is NVFP4 (`split`), each unit is kept as a factor
+// per block times a factor per operand, unit = factor * tensor_scale, so that the product of two
+// units stays exact (docs/mac.md section 7.3): NVFP4's is its e4m3fn block scale times e2m1's
+// quantum 1/2 (4 bits) times its fp32 tensor scale; a power-of-two unit is the factor itself,
+// with tensor_scale 1. Rows padded with zeros to whole blocks so that kernels need no tail
+// handling.
 template <typename I>
 struct IntOperand {
   std::size_t rows = 0, nkb = 0, L = 0;
   std::vector<I> ints;             // rows x (nkb * L)
-  std::vector<int> unit_exp;       // rows x nkb
+  std::vector<int> unit_exp;       // rows x nkb (not split)
+  std::vector<double> factor;      // rows x nkb (split; 0 for NVFP4's zero blocks)
+  double tensor_scale = 1;         // split
   std::vector<unsigned char> nan;  // rows x nkb
   const I* row(std::size_t r) const { return ints.data() + r * nkb * L; }
 };
 
+// The values of the 256 e4m3fn codes (NVFP4's block scales; NaN codes NaN).
+std::vector<double> e4m3fn_values() {
+  const Format f = Format::parse("e4m3fn");
+  std::vector<double> v(256);
+  for (std::uint64_t c = 0; c < 256; ++c) v[c] = decode(f, c).value;
+  return v;
+}
+
 template <typename I, typename T>
-IntOperand<I> to_ints(const T* q, const std::vector<BlockScale>& scales, std::size_t rows, std::size_t k, std::size_t L,
-                      const BlockElementGrid& g, int threads) {
+IntOperand<I> to_ints(const BlockFormat& f, bool split, const T* q, const std::vector<BlockScale>& scales,
+                      std::size_t rows, std::size_t k, std::size_t L, const BlockElementGrid& g, int threads) {
   IntOperand<I> o;
   o.rows = rows;
   o.L = L;
@@ -66,6 +83,28 @@ IntOperand<I> to_ints(const T* q, const std::vector<BlockScale>& scales, std::si
   o.ints.assign(rows * o.nkb * L, I(0));
   o.unit_exp.assign(rows * o.nkb, 0);
   o.nan.assign(rows * o.nkb, 0);
+  const bool nv = f.family() == BlockFamily::nvfp4;
+  if (split) {
+    // An NVFP4 scale value is tensor scale * block scale, exactly (24 + 4 bits): the tensor
+    // scale is the quotient of any block with a nonzero block scale, and every block agrees.
+    static const std::vector<double> e4m3fn = e4m3fn_values();
+    o.factor.assign(rows * o.nkb, 0.0);
+    if (nv) o.tensor_scale = 0;
+    for (std::size_t b = 0; b < scales.size(); ++b) {
+      if (scales[b].nan) continue;
+      if (!nv) {
+        o.factor[b] = block_unit(scales[b], g);
+        continue;
+      }
+      if (scales[b].value == 0) continue;
+      const double bs = e4m3fn[scales[b].code & 0xFFu];
+      if (o.tensor_scale == 0) o.tensor_scale = scales[b].value / bs;
+      if (o.tensor_scale * bs != scales[b].value) {
+        throw std::logic_error("gemm_block: NVFP4 block scales of one operand disagree on its tensor scale");
+      }
+      o.factor[b] = bs * g.quantum;
+    }
+  }
   const auto n_rows = static_cast<std::int64_t>(rows);
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (std::int64_t sr = 0; sr < n_rows; ++sr) {
@@ -76,11 +115,17 @@ IntOperand<I> to_ints(const T* q, const std::vector<BlockScale>& scales, std::si
         o.nan[r * o.nkb + t] = 1;
         continue;
       }
-      const double unit = block_unit(s, g);  // 2^e: the reciprocal is exact
-      o.unit_exp[r * o.nkb + t] = std::ilogb(unit);
-      const double inv = 1.0 / unit;
+      const double unit = block_unit(s, g);
       const std::size_t p0 = t * L, p1 = std::min(k, p0 + L);
       I* dst = o.ints.data() + r * o.nkb * L + p0;
+      if (nv) {
+        // Elements n * unit with |n| <= 12: the quotient is exact (a zero block is all zeros).
+        if (unit == 0) continue;
+        for (std::size_t p = p0; p < p1; ++p) dst[p - p0] = static_cast<I>(static_cast<double>(q[r * k + p]) / unit);
+        continue;
+      }
+      o.unit_exp[r * o.nkb + t] = std::ilogb(unit);
+      const double inv = 1.0 / unit;  // unit is 2^e: the reciprocal is exact
       for (std::size_t p = p0; p < p1; ++p) dst[p - p0] = static_cast<I>(static_cast<double>(q[r * k + p]) * inv);
     }
   }
@@ -90,29 +135,6 @@ IntOperand<I> to_ints(const T* q, const std::vector<BlockScale>& scales, std::si
 // Whether the double path reproduces the reference's rounding of block sums into outer.
 bool outer_is_fast(const Format& outer) {
   return outer.kind() == FormatKind::floating && !outer.rounding().stochastic() && outer.fits(Carrier::fp32);
-}
-
-// A value whose rounding into outer is the rounding of the exact total + s (both doubles; s
-// an exact block sum): the two-sum, rounded to odd in fp64. An exact zero takes its sign as
-// IEEE 754 says; infinities and NaN follow IEEE arithmetic, as the exact reference does.
-double sum_to_odd(double total, double s, bool round_down) {
-  if (!std::isfinite(total) || !std::isfinite(s)) return total + s;
-  double sum = total + s;
-  const double bb = sum - total;
-  const double err = (total - (sum - bb)) + (s - bb);
-  if (sum == 0) {
-    // x + (-x) and -0 + +0 are +0, except toward -infinity (-0); +0 + +0 is +0 always.
-    const bool both_plus = !std::signbit(total) && !std::signbit(s);
-    return round_down && !both_plus ? -0.0 : 0.0;
-  }
-  std::uint64_t bits = std::bit_cast<std::uint64_t>(sum);
-  if (err != 0 && (bits & 1) == 0) {
-    // The odd neighbour on err's side: one code up in magnitude if err has sum's sign, else
-    // down (sum is nonzero and even, so not the smallest magnitude; carries cross binades).
-    bits = std::signbit(err) == std::signbit(sum) ? bits + 1 : bits - 1;
-    sum = std::bit_cast<double>(bits);
-  }
-  return sum;
 }
 
 // Block sums of R <= 4 rows a, a + stride, ... against b, over L elements: out[r]. Integer
@@ -207,8 +229,14 @@ void fast(const MacSpec& spec, std::size_t m, std::size_t n, std::size_t k, cons
   const BlockMac& bm = *spec.block;
   const std::size_t L = bm.extent();
   const BlockElementGrid ga = block_element_grid(bm.a), gb = block_element_grid(bm.b);
-  const IntOperand<I> A = to_ints<I>(qa.data(), sa, m, k, L, ga, threads);
-  const IntOperand<I> B = to_ints<I>(qb.data(), sb, n, k, L, gb, threads);
+  // With NVFP4 on either side, each block sum is (v F) T: v the integer sum, F the product of
+  // the two block factors (at most 8 significant bits), T (`tensor`) that of the two tensor
+  // scales (two fp32 values or ones: at most 48 bits). Both products are exact in fp64 (v F has
+  // at most 12 + 8 bits) away from its range's ends, and FMA splits (v F) T exactly into hi + lo.
+  const bool split = has_nvfp4(bm);
+  const IntOperand<I> A = to_ints<I>(bm.a, split, qa.data(), sa, m, k, L, ga, threads);
+  const IntOperand<I> B = to_ints<I>(bm.b, split, qb.data(), sb, n, k, L, gb, threads);
+  const double tensor = A.tensor_scale * B.tensor_scale;
   const Format& outer = *spec.outer_format();
   const RandomKey key = mac_random_key(o.random);
   const int bits = bm.bits();
@@ -260,6 +288,23 @@ void fast(const MacSpec& spec, std::size_t m, std::size_t n, std::size_t k, cons
             const std::size_t i = i0 + r, at = r * cw + jj;
             next[at] = total[at];
             if (slow[at]) continue;
+            if (split && !A.nan[i * nkb + t] && !B.nan[j * nkb + t]) {
+              double v;
+              if (!(reduce ? to_double_exact(content(s[r]), v) : to_double_exact(s[r], v))) {
+                slow[at] = 1;
+                continue;
+              }
+              const double vf = v * (A.factor[i * nkb + t] * B.factor[j * nkb + t]);
+              const double hi = vf * tensor;
+              const auto normal = [](double x) { return x == 0 || (std::fabs(x) > 0x1p-900 && std::fabs(x) < 0x1p900); };
+              if (!normal(vf) || !normal(hi)) {
+                slow[at] = 1;  // a product could lose bits below fp64's normal range, or a sum overflow
+                continue;
+              }
+              const double lo = std::fma(vf, tensor, -hi);
+              next[at] = lo == 0 ? sum_to_odd(total[at], hi, round_down) : sum3_to_odd(total[at], hi, lo);
+              continue;
+            }
             double sum = std::numeric_limits<double>::quiet_NaN();
             if (!A.nan[i * nkb + t] && !B.nan[j * nkb + t]) {
               // Exact in fp64: at most 53 significant bits, and |v| 2^e (1 <= |v| < 2^71) a
@@ -333,9 +378,8 @@ void run(const MacSpec& spec, GemmOp op, std::size_t m, std::size_t n, std::size
 
 bool gemm_block_is_fast(const MacSpec& spec) {
   const BlockMac& bm = *spec.block;
-  const bool powers_of_two = !has_nvfp4(bm);
   const bool saturating_narrow = !bm.wrap && bm.bits() < bm.bits_needed();
-  return powers_of_two && !saturating_narrow && outer_is_fast(*spec.outer_format());
+  return !saturating_narrow && outer_is_fast(*spec.outer_format());
 }
 
 template <typename T, typename Out>
