@@ -126,7 +126,10 @@ TEST(Gemm, SimdKernelsEqualTheReference) {
                          "in=bf16 prod=bf16@ro acc=bf16@rna", "in=e4m3fn prod=e3m2fn acc=fp16", "in=int8 prod=q4.4 acc=q8.8",
                          // Kahan's compensated summation, every operation rounded into acc
                          "in=e5m2 acc=e6m5 order=kahan", "in=e4m3 acc=bf16@rz order=kahan", "in=e5m2:cfg5 acc=fp16@rd order=kahan",
-                         "in=fp16 prod=bf16 acc=fp32 order=kahan", "in=e5m2 acc=e5m2:sat@ru order=kahan"};
+                         "in=fp16 prod=bf16 acc=fp32 order=kahan", "in=e5m2 acc=e5m2:sat@ru order=kahan",
+                         // exact accumulation, rounded once at the end (to fp64, or into out=)
+                         "in=e5m2 acc=exact", "in=e5m2:cfg5 acc=exact out=fp32", "in=e4m3 acc=exact out=bf16@rd",
+                         "in=fp16 acc=exact out=e5m2@ro", "in=fp32 acc=exact", "in=e5m2:cfg2 acc=exact out=fp16@ru"};
   std::mt19937_64 g(2024);
   std::uniform_int_distribution<std::size_t> dim(1, 40), kdim(1, 200);
   for (const char* text : specs) {
@@ -706,9 +709,40 @@ TEST(Gemm, FusedTreeSumsEachGroupExactly) {
   }
 }
 
+// acc=exact: the pair hi + lo is the exact sum until its second error is nonzero; then the
+// output is the reference's. 1 + 2^-53 + 2^-120 rounds to 1 + 2^-52 in fp64 (above the
+// midpoint), but a pair that dropped 2^-120 would give the tie 1 + 2^-53 and round to 1. Exact
+// zeros: -0 only where the bias and every product are -0.
+TEST(Gemm, ExactAccumulationKeepsEveryBitAndTheZeroSign) {
+  const MacSpec spec = MacSpec::parse("in=fp32 acc=exact");
+  ASSERT_TRUE(gemm_is_vectorized(spec));
+  const double a[] = {1.0, std::ldexp(1.0, -27), std::ldexp(1.0, -60)};
+  const double b[] = {1.0, std::ldexp(1.0, -26), std::ldexp(1.0, -60)};
+  const double mz = -0.0, pz = 0.0;
+  const double az[] = {-0.0, 2.0, -0.0}, bz[] = {1.0, -0.0, 5.0};  // products -0, -0, -0
+  for (SimdLevel level : available_simd_levels()) {
+    LevelGuard guard(level);
+    double c = 7;
+    gemm(spec, GemmOp::nn, 1, 1, 3, a, 3, b, 1, &c, 1);
+    EXPECT_EQ(c, 1.0 + std::ldexp(1.0, -52)) << to_string(level);
+    GemmOptions o;
+    o.bias = {&mz, 0, 0};
+    gemm(spec, GemmOp::nn, 1, 1, 3, az, 3, bz, 1, &c, 1, o);
+    EXPECT_EQ(bits_of(c), bits_of(-0.0)) << to_string(level);
+    o.bias = {&pz, 0, 0};
+    gemm(spec, GemmOp::nn, 1, 1, 3, az, 3, bz, 1, &c, 1, o);
+    EXPECT_EQ(bits_of(c), bits_of(0.0)) << to_string(level);
+    const double ac[] = {3.0, -3.0}, bc[] = {1.0, 1.0};  // 3 + (-3): +0 even from a bias of -0
+    o.bias = {&mz, 0, 0};
+    gemm(spec, GemmOp::nn, 1, 1, 2, ac, 2, bc, 1, &c, 1, o);
+    EXPECT_EQ(bits_of(c), bits_of(0.0)) << to_string(level);
+  }
+}
+
 TEST(Gemm, SpecsOutsideTheKernelsRunThroughTheReference) {
   for (const char* text : {"in=e5m2 acc=fp16 order=chunk8 outer=fp64@sr", "in=e5m2 acc=e6m5@sr order=chunk8 outer=e5m2fnuz@sr", "in=e5m2 acc=q8.13 order=kahan", "in=e5m2 acc=e6m5@sr order=kahan", "in=fp64 acc=fp64", "in=fp32 acc=fp64@rz",
-                           "in=e5m2 prod=e6m5@sr acc=e6m5", "in=e5m2 acc=exact", "in=e5m2 acc=q8.13:wrap"}) {
+                           "in=e5m2 prod=e6m5@sr acc=e6m5", "in=e5m2 acc=exact order=chunk8 outer=fp32", "in=e5m2 prod=e6m5 acc=exact",
+                           "in=e5m2 acc=exact out=bf16@sr", "in=fp64 acc=exact", "in=e5m2 acc=q8.13:wrap"}) {
     EXPECT_FALSE(gemm_is_vectorized(MacSpec::parse(text))) << text;
   }
 }

@@ -10,6 +10,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -22,6 +23,7 @@
 #include "mpsim/quantize.h"
 #include "mpsim/quantize_array.h"
 #include "src/format/quantize_plan.h"
+#include "src/mac/block_dot.h"
 #include "src/mac/gemm_block.h"
 #include "src/mac/gemm_fast.h"
 #include "src/mac/gemm_qfp32.h"
@@ -161,7 +163,10 @@ template <typename T, typename L, typename Out>
 void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op, std::size_t m, std::size_t n,
                std::size_t k, const T* A, std::size_t lda, const T* B, std::size_t ldb, Out* C, std::size_t ldc,
                const GemmOptions& o) {
-  const Format& acc = *spec.acc;
+  // acc=exact (plan.exact) keeps its bias and sums as fp64 pairs: fp64 stands in for acc where
+  // the bias is loaded (rounding a double into fp64 changes nothing).
+  static const Format kFp64 = Format::parse("fp64");
+  const Format& acc = spec.acc ? *spec.acc : kFp64;
   const std::size_t N = std::is_same_v<L, float> ? detail::gemm_lanes_f32() : detail::gemm_lanes_f64();
   // A small GEMM runs on one thread: waking another costs more than it saves (and the thread
   // count changes no result).
@@ -300,6 +305,7 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
   const auto init_acc = [&](std::size_t qa, std::size_t qb, std::size_t r0, std::size_t r1, L* abuf, L* tbuf) {
     if (G) std::fill(abuf, abuf + (r1 - r0) * slab_w, L(0));
     if (plan.kahan) std::fill(tbuf, tbuf + (r1 - r0) * slab_w, L(0));  // the compensations start at +0
+    if (plan.exact) std::fill(tbuf, tbuf + (r1 - r0) * slab_w, L(-0.0));  // lo: x + (-0) = x
     for (std::size_t r = r0; r < r1; ++r) {
       for (std::size_t q = qa; q < qb; ++q) {
         const std::size_t wq = width(q), c0 = q * W, real = std::min(wq, cols - c0);
@@ -356,6 +362,38 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
       std::fill(cr, cr + wq, L(0));
     }
   };
+  // acc=exact: each output's pair hi + lo (abuf, tbuf) becomes the value finish() takes, the
+  // exact sum rounded once: to odd where out= rounds it next (into a format of at most 51 bits
+  // that is the one rounding of the exact sum; the plan excludes a stochastic out=), else to
+  // fp64 (hi + lo, to nearest). An output whose pair was lost (lo NaN, or hi not finite) is the
+  // reference's dot product of its row and column, rounded into fp64 when there is no out=
+  // (finish rounds it into out=, which leaves a value of out unchanged).
+  const auto exact_result = [&](std::size_t qa, std::size_t qb, std::size_t r0, std::size_t r1, L* hi, const L* lo) {
+    std::vector<double> a(k), b(k);
+    for (std::size_t r = r0; r < r1; ++r) {
+      for (std::size_t q = qa; q < qb; ++q) {
+        const std::size_t wq = width(q), c0 = q * W, real = std::min(wq, cols - c0);
+        const std::size_t at = (r - r0) * slab_w + (q - qa) * W;
+        for (std::size_t t = 0; t < real; ++t) {
+          const double h = static_cast<double>(hi[at + t]), l = static_cast<double>(lo[at + t]);
+          if (!std::isnan(l) && std::isfinite(h)) {
+            // An exact zero is -0 only where every term was -0, which is where hi's own sequence
+            // of additions ended at -0 (lo's errors are +0 then, so hi alone says).
+            const double v = h == 0 && l == 0 ? h : (spec.out ? detail::sum_to_odd(h, l, false) : h + l);
+            hi[at + t] = static_cast<L>(v);
+            continue;
+          }
+          const auto [i, j] = out_index(r, c0 + t);
+          for (std::size_t p = 0; p < k; ++p) {
+            a[p] = static_cast<double>(*opA.at(i, p));
+            b[p] = static_cast<double>(*opB.at(p, j));
+          }
+          const double b0 = o.bias.data ? o.bias.at(i, j) : 0.0;
+          hi[at + t] = static_cast<L>(dot_ref(spec, k, a.data(), 1, b.data(), 1, b0, o.random, i * n + j).value);
+        }
+      }
+    }
+  };
   const auto finish = [&](std::size_t qa, std::size_t qb, std::size_t r0, std::size_t r1, const L* abuf) {
     double tmp[kBlock * 64], res[kBlock * 64];  // a panel is at most kBlock * 64 lanes wide
     for (std::size_t r = r0; r < r1; ++r) {
@@ -399,7 +437,7 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
     L* const sbuf = own.slab.get<L>(kc * slab_w);
     L* const abuf = own.acc.get<L>(rg * slab_w);
     // chunkN: the outer totals; kahan: the compensations.
-    L* const tbuf = G || plan.kahan ? own.outer.get<L>(rg * slab_w) : nullptr;
+    L* const tbuf = G || plan.kahan || plan.exact ? own.outer.get<L>(rg * slab_w) : nullptr;
     L* const obuf = shared_x ? nullptr : own.own_x.get<L>(rg * kc);
     const auto tasks = static_cast<std::int64_t>(slabs * ngroups);
 #pragma omp for schedule(dynamic, 1)
@@ -448,6 +486,13 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
                 continue;
               }
             }
+            if constexpr (std::is_same_v<L, double>) {
+              if (plan.exact) {
+                detail::gemm_tile_exact(std::min(rmax, r1 - r), vq, x, shared_x ? k : kb, panel, kb, c, tbuf + (c - abuf),
+                                        slab_w);
+                continue;
+              }
+            }
             if (plan.kahan) {
               detail::gemm_tile_kahan(plan, acc, std::min(rmax, r1 - r), vq, x, shared_x ? k : kb, panel, kb, c,
                                       tbuf + (c - abuf), slab_w);
@@ -473,6 +518,7 @@ void gemm_simd(const MacSpec& spec, const detail::GemmFastPlan& plan, GemmOp op,
           }
         }
       }
+      if (plan.exact) exact_result(qa, qb, r0, r1, abuf, tbuf);
       finish(qa, qb, r0, r1, G ? tbuf : abuf);
     }
   }

@@ -104,6 +104,15 @@ bool outer_fits(const Format& outer, const Range& rc, const Lane& lane, GemmFast
   return true;
 }
 
+// A plan in fp64 lanes (a stochastic or an exact accumulator), accepted.
+GemmFastPlan accepted_in_fp64_lanes(GemmFastPlan plan) {
+  plan.f32 = false;
+  plan.fixed = false;
+  plan.ok = true;
+  plan.why = "";
+  return plan;
+}
+
 // The stochastic float accumulator (sr or srN; gemm_fast.h): fp64 lanes in which every product is exact
 // and no sum overflows; the accumulator a radix-2 float with gradual underflow, a zero and a
 // sign (the lane splits values at its grid with one rule for every binade), whose smallest
@@ -158,11 +167,28 @@ GemmFastPlan plan_sr(const MacSpec& spec, GemmFastPlan plan) {
     plan.ftree = order == MacOrderKind::ftree;
   }
   plan.sr = true;
-  plan.f32 = false;
-  plan.fixed = false;
-  plan.ok = true;
-  plan.why = "";
-  return plan;
+  return accepted_in_fp64_lanes(plan);
+}
+
+// acc=exact (gemm_fast.h): order=seq, the exact product (no prod=), both in fp64 lanes with
+// every product exact; out= absent or deterministic (the pair is rounded to odd, then into
+// out; a stochastic out= needs the exact sum itself).
+GemmFastPlan plan_exact(const MacSpec& spec, GemmFastPlan plan) {
+  auto no = [&](const char* why) {
+    plan.ok = false;
+    plan.why = why;
+    return plan;
+  };
+  if (spec.order.kind != MacOrderKind::seq) return no("acc=exact with an order other than seq");
+  if (spec.prod) return no("acc=exact with prod=<fmt>");
+  if (spec.out && spec.out->rounding().stochastic()) return no("acc=exact with a stochastic out=");
+  if (!spec.a.fits(Carrier::fp64) || !spec.b.fits(Carrier::fp64)) return no("a format beyond fp64");
+  const Range ra = range_of(spec.a), rb = range_of(spec.b);
+  if (ra.bits + rb.bits > 53 || ra.quantum * rb.quantum < DBL_MIN || ra.max * rb.max > DBL_MAX / 4) {
+    return no("products not exact in fp64");
+  }
+  plan.exact = true;
+  return accepted_in_fp64_lanes(plan);
 }
 
 }  // namespace
@@ -192,7 +218,7 @@ GemmFastPlan plan_gemm_fast(const MacSpec& spec) {
   const bool tree = spec.order.kind == MacOrderKind::tree || ftree;
   if (kahan && (!spec.acc || spec.acc->kind() != FormatKind::floating)) return no("order=kahan without a float accumulator");
   if (spec.prod && spec.prod->rounding().stochastic()) return no("prod= rounds the product stochastically");
-  if (!spec.acc) return no("acc=exact");
+  if (!spec.acc) return plan_exact(spec, plan);
   const Format& acc = *spec.acc;
   if (acc.rounding().stochastic()) {
     if (kahan) return no("a stochastic accumulator with order=kahan");

@@ -57,6 +57,12 @@
 // the exact sum rounded to odd, then once into acc.
 // Inputs are packed rounded into their formats (CFG-2 ones keeping their subnormal codes:
 // input_packing below).
+// `acc=exact` (order=seq, prod=exact, fp64 lanes with exact products, no stochastic out=):
+// each output's running sum, bias first, is kept as an unevaluated pair hi + lo (TwoSum into
+// hi, its error into lo by a second TwoSum); while the second error is zero and the lane stays
+// finite the pair is the exact sum, which is then rounded once (fp64 to nearest: hi + lo; out=:
+// rounded to odd, then into out). A lane where either fails marks its output (lo becomes NaN),
+// and gemm.cpp computes that output again by the reference.
 // Everything else goes through the exact reference (gemm.cpp decides).
 #pragma once
 
@@ -77,6 +83,7 @@ struct GemmFastPlan {
   bool kahan = false;    // order=kahan: float accumulator, to_odd, gemm_tile_kahan
   bool tree = false;     // order=treeN or ftreeN (chunk = N): float accumulator, to_odd, gemm_tile_tree per group
   bool ftree = false;    // order=ftreeN: gemm_tile_tree sums each group exactly and rounds it once
+  bool exact = false;    // acc=exact (seq): each output's exact sum as a pair hi + lo, gemm_tile_exact
   QuantPlan acc;         // the accumulator's rounding plan in the lane type
   // prod=<fmt> (deterministic modes): each exact product is rounded into it first (a vector
   // pass per row of a tile), and the rounded products are what the accumulator takes.
@@ -173,6 +180,12 @@ void gemm_fold(const GemmFastPlan& plan, const Format& outer, double* c, double*
 // MacSite::outer_add), c[i] = +0, for i < len (a multiple of the lane count, at most 64).
 void gemm_fold_sr(const GemmFastPlan& plan, const Format& outer, double* c, double* t, std::size_t len,
                   const GemmSrTile& tile);
+
+// acc=exact (plan.exact), fp64 lanes: C (hi) and Cc (lo) carry each output's exact sum as a
+// pair from block to block of p (start: hi the bias, lo -0); a lane that cannot keep the pair
+// exact gets lo = NaN, for good.
+void gemm_tile_exact(std::size_t rows, std::size_t vecs, const double* X, std::size_t xs, const double* Y,
+                     std::size_t kc, double* C, double* Cc, std::size_t cs);
 
 // order=kahan (plan.kahan): gemm_tile's contract, with Kahan's compensated summation (every
 // operation rounded into the accumulator, docs/mac.md section 3); C holds the sums and Cc the

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -1079,6 +1080,53 @@ void GemmTileKahanF64(const GemmFastPlan& plan, const Format& acc, std::size_t R
   GemmTileKahanAny(plan, acc, R, V, X, xs, Y, kc, C, Cc, cs);
 }
 
+// ---- acc=exact (fp64 lanes) ------------------------------------------------------------
+
+// One row of V vectors of exact accumulators: hi takes each product (exact: gemm_fast.h) by
+// TwoSum, its exact error goes into lo by a second TwoSum, and any nonzero second error (the
+// pair no longer holds the exact sum) or non-finite lane is remembered; at the end such lanes'
+// lo becomes NaN, which no later block clears (NaN absorbs), and gemm.cpp sends their outputs
+// to the reference. lo starts at -0 (x + (-0) = x for every x, so an exact zero keeps the sign
+// the reference's sequence of exact additions gives it).
+template <int V>
+HWY_NOINLINE void GemmTileExactV(const double* HWY_RESTRICT X, const double* HWY_RESTRICT Y, std::size_t kc,
+                                 double* HWY_RESTRICT C, double* HWY_RESTRICT Cc) {
+  const hn::ScalableTag<double> d;
+  const hn::RebindToUnsigned<decltype(d)> du;
+  const std::size_t N = hn::Lanes(d);
+  const auto sign = hn::Set(du, std::uint64_t{1} << 63);
+  hn::Vec<decltype(d)> hi[V], lo[V];
+  hn::Vec<decltype(du)> lost[V];
+  for (int v = 0; v < V; ++v) {
+    hi[v] = hn::LoadU(d, C + static_cast<std::size_t>(v) * N);
+    lo[v] = hn::LoadU(d, Cc + static_cast<std::size_t>(v) * N);
+    lost[v] = hn::Zero(du);
+  }
+  for (std::size_t p = 0; p < kc; ++p) {
+    const auto xv = hn::Set(d, X[p]);
+    const double* y_row = Y + p * static_cast<std::size_t>(V) * N;
+    for (int v = 0; v < V; ++v) {
+      hn::Vec<decltype(d)> e, e2;
+      hi[v] = TwoSum(hi[v], hn::Mul(xv, hn::LoadU(d, y_row + static_cast<std::size_t>(v) * N)), &e);
+      lo[v] = TwoSum(lo[v], e, &e2);
+      lost[v] = hn::Or(lost[v], hn::AndNot(sign, hn::BitCast(du, e2)));  // nonzero (or NaN) errors
+    }
+  }
+  const auto nan = hn::Set(d, std::numeric_limits<double>::quiet_NaN());
+  for (int v = 0; v < V; ++v) {
+    const auto bad = hn::Or(hn::RebindMask(d, hn::Ne(lost[v], hn::Zero(du))), hn::Not(hn::IsFinite(hi[v])));
+    hn::StoreU(hi[v], d, C + static_cast<std::size_t>(v) * N);
+    hn::StoreU(hn::IfThenElse(bad, nan, lo[v]), d, Cc + static_cast<std::size_t>(v) * N);
+  }
+}
+
+void GemmTileExactF64(std::size_t R, std::size_t V, const double* X, std::size_t xs, const double* Y, std::size_t kc,
+                      double* C, double* Cc, std::size_t cs) {
+  for (std::size_t r = 0; r < R; ++r) {
+    WithVecs(V, [&](auto v) { GemmTileExactV<decltype(v)::value>(X + r * xs, Y, kc, C + r * cs, Cc + r * cs); });
+  }
+}
+
 // ---- order=treeN and ftreeN (float and fixed-point accumulators, deterministic modes) ---
 
 // One row of V vectors: the group's kc products are the leaves; level by level adjacent nodes
@@ -1284,6 +1332,7 @@ HWY_EXPORT(GemmTileSrF64);
 HWY_EXPORT(GemmTileGroupSrF64);
 HWY_EXPORT(GemmTileKahanF32);
 HWY_EXPORT(GemmTileKahanF64);
+HWY_EXPORT(GemmTileExactF64);
 HWY_EXPORT(GemmTileTreeF32);
 HWY_EXPORT(GemmTileTreeF64);
 HWY_EXPORT(GemmFoldF32);
@@ -1336,6 +1385,10 @@ void gemm_tile_group_sr(const GemmFastPlan& plan, const Format& acc, std::size_t
 void gemm_tile_sr(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const double* X,
                   std::size_t xs, const double* Y, std::size_t kc, double* C, std::size_t cs, const GemmSrTile& t) {
   HWY_DYNAMIC_DISPATCH(GemmTileSrF64)(plan, acc, rows, vecs, X, xs, Y, kc, C, cs, t);
+}
+void gemm_tile_exact(std::size_t rows, std::size_t vecs, const double* X, std::size_t xs, const double* Y,
+                     std::size_t kc, double* C, double* Cc, std::size_t cs) {
+  HWY_DYNAMIC_DISPATCH(GemmTileExactF64)(rows, vecs, X, xs, Y, kc, C, Cc, cs);
 }
 void gemm_tile_kahan(const GemmFastPlan& plan, const Format& acc, std::size_t rows, std::size_t vecs, const float* X,
                      std::size_t xs, const float* Y, std::size_t kc, float* C, float* Cc, std::size_t cs) {
