@@ -8,6 +8,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "mpsim/gemm.h"
@@ -665,6 +666,28 @@ TEST(Gemm, FixedPointAccumulatorsSaturateAndRoundTies) {
           ADD_FAILURE() << c.spec << " " << to_string(level) << ": output " << i << " got " << got[i] << " want " << want[i];
         }
       }
+    }
+  }
+}
+
+// A product beyond a fixed-point accumulator's range (but within the kernels' clamp of twice
+// it) is converted first, saturating, and then added: -100 + q(150) = -100 + (128 - 2^-13) in
+// q8.13, not the saturation of -100 + 150 = 50. (Found by the randomized sweep,
+// tests/test_gemm_sweep.cpp.) Also in q11.13 (fp64 lanes), and with 1000 columns of it so that
+// whole vectors take the fast block.
+TEST(Gemm, FixedPointProductsSaturateBeforeTheAdd) {
+  for (const auto& [text, lo, big] : {std::tuple{"in=fp32 acc=q8.13", -100.0, 150.0}, std::tuple{"in=fp32 acc=q11.13", -1000.0, 1528.0}}) {
+    const MacSpec spec = MacSpec::parse(text);
+    ASSERT_TRUE(gemm_is_vectorized(spec)) << text;
+    const double max = describe(*spec.acc).max_finite;
+    const std::size_t n = 1000;
+    const double a[] = {lo, big};
+    const std::vector<double> B(2 * n, 1.0);
+    for (SimdLevel level : available_simd_levels()) {
+      LevelGuard guard(level);
+      std::vector<double> c(n, 7.0);
+      gemm(spec, GemmOp::nn, 1, n, 2, a, 2, B.data(), n, c.data(), n);
+      for (std::size_t j = 0; j < n; j += 97) EXPECT_EQ(c[j], lo + max) << text << " " << to_string(level) << " column " << j;
     }
   }
 }

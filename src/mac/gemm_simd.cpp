@@ -398,10 +398,11 @@ HWY_INLINE bool FloatBlockFast(D d, const QuantPlan& q, const T* HWY_RESTRICT X,
 // step converts the exact product x y into the accumulator's grid by the lane's own addition,
 // (x y + C) - C with C = 1.5 2^P quantum (whose ulp is the quantum: nearest-even on the grid
 // while |x y| < 2^(P-1) quantum), adds it (exact) and saturates, as the full rounding does for
-// products within the clamp. Products beyond min(clamp, 2^(P-2) quantum) (which saturate the
-// accumulator by themselves), infinite or NaN are not decided here: their largest magnitude is
-// kept, and a block that had one (or starts from a NaN) is computed again with the full
-// rounding. Returns false in that case (a is then unchanged).
+// products within the accumulator's range (the conversion cannot leave it: its ends are on the
+// grid). Products beyond the range (whose conversion saturates first: acc + q then differs
+// from acc + x y saturated), beyond 2^(P-2) quantum, infinite or NaN are not decided here:
+// their largest magnitude is kept, and a block that had one (or starts from a NaN) is computed
+// again with the full rounding. Returns false in that case (a is then unchanged).
 template <typename T, int R, int V, class D>
 HWY_INLINE bool FixedBlockFast(D d, const GemmFastPlan& plan, const T* HWY_RESTRICT X, std::size_t xs,
                                const T* HWY_RESTRICT Y, std::size_t kc, hn::Vec<D>* a) {
@@ -417,7 +418,7 @@ HWY_INLINE bool FixedBlockFast(D d, const GemmFastPlan& plan, const T* HWY_RESTR
   const auto lo = hn::Set(d, static_cast<T>(plan.fixed_lo));
   const auto hi = hn::Set(d, static_cast<T>(plan.fixed_hi));
   const auto sign = hn::Set(du, static_cast<TU>(TU{1} << (sizeof(T) * 8 - 1)));
-  T clamp = static_cast<T>(std::min(plan.prod_clamp, std::ldexp(quantum, P - 2)));
+  T clamp = static_cast<T>(std::min({plan.prod_clamp, std::ldexp(quantum, P - 2), plan.fixed_hi, -plan.fixed_lo}));
   TU clamp_bits;
   std::memcpy(&clamp_bits, &clamp, sizeof clamp);
   auto seen = hn::Zero(du);
