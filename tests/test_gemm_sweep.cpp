@@ -1,6 +1,6 @@
 // The large randomized sweep of the GEMM engine (ctest label "sweep", outside CI): MAC specs
 // drawn at random from the grammar's parts (input, product, accumulator, order, outer and out
-// formats, every rounding mode), random shapes (k not a multiple of any tile), operands with
+// formats, every rounding mode; one in six a block-format spec), random shapes (k not a multiple of any tile), operands with
 // overflow, underflow, zeros, infinities and NaN, every transpose, both overloads, 1 and 2
 // threads and every SIMD level the CPU runs: gemm() equal to gemm_ref() bit for bit. Whatever
 // the kernels cover goes through them, the rest through the reference path, and the sweep
@@ -51,6 +51,17 @@ std::string random_spec(std::mt19937_64& g) {
   return s;
 }
 
+// A block-format spec (docs/mac.md section 7): both operands' blocks cover the same run of the
+// reduction (mixes of extent 16 or 32), with an outer accumulator, a block accumulator, out=.
+std::string random_block_spec(std::mt19937_64& g) {
+  static const char* const ins[] = {"in=hbfp4/16", "in=hbfp8/64", "in=hbfp6/16:tile", "in=mxfp8_e4m3", "in=mxfp8_e5m2",
+                                    "in=mxfp6_e3m2", "in=mxfp6_e2m3", "in=mxfp4", "in=mxint8", "in=nvfp4",
+                                    "a=nvfp4 b=hbfp8/16", "a=mxfp8_e4m3 b=mxfp4", "a=hbfp6/32 b=mxint8", "in=nvfp4@rz"};
+  static const char* const tails[] = {"", "", " outer=bf16", " outer=e6m5@rz", " outer=fp32@rd out=fp16", " bacc=9:wrap",
+                                      " bacc=9", " outer=q8.13", " outer=fp32@sr", " outer=fp16@ru", " outer=bf16@ro"};
+  return std::string(pick(g, ins)) + pick(g, tails);
+}
+
 std::vector<double> random_operand(std::size_t count, std::mt19937_64& g) {
   const double scales[] = {1.0, 300.0, 1e-4, 1.0};
   const double scale = scales[g() % 4];
@@ -82,7 +93,7 @@ TEST(GemmSweep, RandomSpecsShapesAndOperandsEqualTheReference) {
     std::string text;
     MacSpec spec;
     for (;;) {
-      text = random_spec(g);
+      text = g() % 6 == 0 ? random_block_spec(g) : random_spec(g);
       try {
         spec = MacSpec::parse(text);
         break;
