@@ -373,6 +373,37 @@ TEST(BlockGemm, ThreeTermSumRoundsToOdd) {
   }
 }
 
+// NVFP4 beside a wide hbfp operand: the hbfp block sum v (53 bits) times NVFP4's block factor
+// (448 / 2 = 7 2^5) needs 56 bits, so v F is not exact in fp64 and such a block must take the
+// reference. A = [224, 2688]: tensor scale 1, block scale 448, elements 1/2 and 6 (n = 1, 12);
+// B's block holds v 2^-60 alone (hbfp54 keeps its 53 bits), v = (Z - 1) / 7 with Z a 24-bit
+// number times 2^32: the exact block value is (Z - 1) 2^-55, just below an fp32 value, so
+// rounding down gives its predecessor, while a rounded v F (= Z) would give Z 2^-55 itself.
+TEST(BlockGemm, Nvfp4BesideWideHbfpKeepsEveryBit) {
+  std::uint64_t Z = 0;
+  for (std::uint64_t c = 0; c < 64; ++c) {
+    const std::uint64_t z = ((std::uint64_t{1} << 23) + c) << 32;
+    if ((z - 1) % 7 == 0) {
+      Z = z;
+      break;
+    }
+  }
+  ASSERT_NE(Z, 0u);
+  const std::uint64_t v = (Z - 1) / 7;
+  ASSERT_TRUE(v >= (std::uint64_t{1} << 52) && v < (std::uint64_t{1} << 53));
+  const MacSpec spec = MacSpec::parse("a=nvfp4 b=hbfp54/16 outer=fp32@rd");
+  std::vector<double> A(16, 0.0), B(16, 0.0);
+  A[0] = 224.0;
+  A[1] = 2688.0;
+  B[0] = std::ldexp(static_cast<double>(v), -60);
+  double want = 0, got = 0;
+  gemm_ref(spec, GemmOp::nn, 1, 1, 16, A.data(), 16, B.data(), 1, &want, 1);
+  const double exact_above = std::ldexp(static_cast<double>(Z), -60 + 5);  // Z 2^-55: an fp32 value
+  EXPECT_EQ(want, static_cast<double>(std::nextafter(static_cast<float>(exact_above), 0.0f)));
+  gemm(spec, GemmOp::nn, 1, 1, 16, A.data(), 16, B.data(), 1, &got, 1);
+  EXPECT_EQ(got, want);
+}
+
 TEST(BlockGemm, TinyBlockSumsUnderDirectedRounding) {
   // Block sums far below the outer accumulator's last bit: their exact sum with the total needs
   // more than fp64's 53 bits, so only a correct single rounding (the fast path's round-to-odd

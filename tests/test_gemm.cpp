@@ -676,6 +676,21 @@ TEST(Gemm, FixedPointAccumulatorsSaturateAndRoundTies) {
 // tests/test_gemm_sweep.cpp.) Also in q11.13 (fp64 lanes), and with 1000 columns of it so that
 // whole vectors take the fast block.
 TEST(Gemm, FixedPointProductsSaturateBeforeTheAdd) {
+  // Unsigned accumulators: a negative product converts to 0 before the add (1 + 0 = 1, not
+  // max(1 - 1, 0) = 0), in fp32 and fp64 lanes, over whole vectors.
+  for (const char* text : {"in=e5m2 acc=uq8.8", "in=fp32 acc=uint16", "in=fp32 acc=uq16.20"}) {
+    const MacSpec spec = MacSpec::parse(text);
+    ASSERT_TRUE(gemm_is_vectorized(spec)) << text;
+    const std::size_t n = 300;
+    const double a[] = {1.0, -1.0};
+    const std::vector<double> B(2 * n, 1.0);
+    for (SimdLevel level : available_simd_levels()) {
+      LevelGuard guard(level);
+      std::vector<double> c(n, 7.0);
+      gemm(spec, GemmOp::nn, 1, n, 2, a, 2, B.data(), n, c.data(), n);
+      for (std::size_t j = 0; j < n; j += 37) EXPECT_EQ(c[j], 1.0) << text << " " << to_string(level) << " column " << j;
+    }
+  }
   for (const auto& [text, lo, big] : {std::tuple{"in=fp32 acc=q8.13", -100.0, 150.0}, std::tuple{"in=fp32 acc=q11.13", -1000.0, 1528.0}}) {
     const MacSpec spec = MacSpec::parse(text);
     ASSERT_TRUE(gemm_is_vectorized(spec)) << text;
@@ -765,7 +780,8 @@ TEST(Gemm, ExactAccumulationKeepsEveryBitAndTheZeroSign) {
 TEST(Gemm, SpecsOutsideTheKernelsRunThroughTheReference) {
   for (const char* text : {"in=e5m2 acc=fp16 order=chunk8 outer=fp64@sr", "in=e5m2 acc=e6m5@sr order=chunk8 outer=e5m2fnuz@sr", "in=e5m2 acc=q8.13 order=kahan", "in=e5m2 acc=e6m5@sr order=kahan", "in=fp64 acc=fp64", "in=fp32 acc=fp64@rz",
                            "in=e5m2 prod=e6m5@sr acc=e6m5", "in=e5m2 acc=exact order=chunk8 outer=fp32", "in=e5m2 prod=e6m5 acc=exact",
-                           "in=e5m2 acc=exact out=bf16@sr", "in=fp64 acc=exact", "in=e5m2 acc=q8.13:wrap"}) {
+                           "in=e5m2 acc=exact out=bf16@sr", "in=fp64 acc=exact", "in=bf16 acc=exact out=fp64",
+                           "in=e5m2 acc=exact out=q30.23", "in=e5m2 acc=q8.13:wrap"}) {
     EXPECT_FALSE(gemm_is_vectorized(MacSpec::parse(text))) << text;
   }
 }

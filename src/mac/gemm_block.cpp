@@ -231,8 +231,9 @@ void fast(const MacSpec& spec, std::size_t m, std::size_t n, std::size_t k, cons
   const BlockElementGrid ga = block_element_grid(bm.a), gb = block_element_grid(bm.b);
   // With NVFP4 on either side, each block sum is (v F) T: v the integer sum, F the product of
   // the two block factors (at most 8 significant bits), T (`tensor`) that of the two tensor
-  // scales (two fp32 values or ones: at most 48 bits). Both products are exact in fp64 (v F has
-  // at most 12 + 8 bits) away from its range's ends, and FMA splits (v F) T exactly into hi + lo.
+  // scales (two fp32 values or ones: at most 48 bits), exact in fp64 away from its range's
+  // ends. v F is exact for NVFP4 x NVFP4 (12 + 8 bits) and is checked (its FMA residual) where
+  // a wide hbfp operand's sums meet NVFP4's factor; FMA then splits (v F) T exactly into hi + lo.
   const bool split = has_nvfp4(bm);
   const IntOperand<I> A = to_ints<I>(bm.a, split, qa.data(), sa, m, k, L, ga, threads);
   const IntOperand<I> B = to_ints<I>(bm.b, split, qb.data(), sb, n, k, L, gb, threads);
@@ -294,11 +295,14 @@ void fast(const MacSpec& spec, std::size_t m, std::size_t n, std::size_t k, cons
                 slow[at] = 1;
                 continue;
               }
-              const double vf = v * (A.factor[i * nkb + t] * B.factor[j * nkb + t]);
+              const double F = A.factor[i * nkb + t] * B.factor[j * nkb + t];
+              const double vf = v * F;
               const double hi = vf * tensor;
               const auto normal = [](double x) { return x == 0 || (std::fabs(x) > 0x1p-900 && std::fabs(x) < 0x1p900); };
-              if (!normal(vf) || !normal(hi)) {
-                slow[at] = 1;  // a product could lose bits below fp64's normal range, or a sum overflow
+              if (!normal(vf) || !normal(hi) || std::fma(v, F, -vf) != 0) {
+                // A product could lose bits below fp64's normal range, a sum overflow, or v F
+                // need more than 53 bits (a wide hbfp operand's sums beside NVFP4's factor).
+                slow[at] = 1;
                 continue;
               }
               const double lo = std::fma(vf, tensor, -hi);

@@ -171,8 +171,8 @@ GemmFastPlan plan_sr(const MacSpec& spec, GemmFastPlan plan) {
 }
 
 // acc=exact (gemm_fast.h): order=seq, the exact product (no prod=), both in fp64 lanes with
-// every product exact; out= absent or deterministic (the pair is rounded to odd, then into
-// out; a stochastic out= needs the exact sum itself).
+// every product exact; out= absent or deterministic and at most 51 bits wide (the pair is
+// rounded to odd, then into out; a stochastic out= needs the exact sum itself).
 GemmFastPlan plan_exact(const MacSpec& spec, GemmFastPlan plan) {
   auto no = [&](const char* why) {
     plan.ok = false;
@@ -182,6 +182,9 @@ GemmFastPlan plan_exact(const MacSpec& spec, GemmFastPlan plan) {
   if (spec.order.kind != MacOrderKind::seq) return no("acc=exact with an order other than seq");
   if (spec.prod) return no("acc=exact with prod=<fmt>");
   if (spec.out && spec.out->rounding().stochastic()) return no("acc=exact with a stochastic out=");
+  // The pair is rounded to odd in fp64, then into out=: one correct rounding for an out= of at
+  // most 51 bits on a binary grid (53 >= p + 2).
+  if (spec.out && range_of(*spec.out).bits + 2 > 53) return no("acc=exact with an out= wider than 51 bits");
   if (!spec.a.fits(Carrier::fp64) || !spec.b.fits(Carrier::fp64)) return no("a format beyond fp64");
   const Range ra = range_of(spec.a), rb = range_of(spec.b);
   if (ra.bits + rb.bits > 53 || ra.quantum * rb.quantum < DBL_MIN || ra.max * rb.max > DBL_MAX / 4) {

@@ -418,7 +418,9 @@ HWY_INLINE bool FixedBlockFast(D d, const GemmFastPlan& plan, const T* HWY_RESTR
   const auto lo = hn::Set(d, static_cast<T>(plan.fixed_lo));
   const auto hi = hn::Set(d, static_cast<T>(plan.fixed_hi));
   const auto sign = hn::Set(du, static_cast<TU>(TU{1} << (sizeof(T) * 8 - 1)));
-  T clamp = static_cast<T>(std::min({plan.prod_clamp, std::ldexp(quantum, P - 2), plan.fixed_hi, -plan.fixed_lo}));
+  // (An unsigned accumulator, fixed_lo = 0: every nonzero product is left to the full rounding,
+  // which saturates a negative one to 0 before the add.)
+  T clamp = static_cast<T>(std::min({plan.prod_clamp, std::ldexp(quantum, P - 2), plan.fixed_hi, std::fabs(plan.fixed_lo)}));
   TU clamp_bits;
   std::memcpy(&clamp_bits, &clamp, sizeof clamp);
   auto seen = hn::Zero(du);
