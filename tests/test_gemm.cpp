@@ -348,6 +348,29 @@ TEST(Gemm, SimdShapesBiasesAndOverloadsEqualTheReference) {
   }
 }
 
+// Each input read alone: k = 1, B = 1 and a bias of -0 make the n = 3 outputs of row i the
+// input A[i] as the MAC reads it (an fp32 value in these tests), with its sign even where it
+// rounds to zero (-0 + -0 = -0). The reference must give read(A[i]), and gemm() the
+// reference's bits at every SIMD level.
+template <class Read>
+void expect_each_input_read_alone(const MacSpec& spec, const std::vector<double>& A, const std::string& text, Read read) {
+  const std::size_t m = A.size(), n = 3, k = 1;
+  const std::vector<double> B(n, 1.0);
+  const double minus_zero = -0.0;
+  GemmOptions o;
+  o.bias = {&minus_zero, 0, 0};
+  std::vector<double> want(m * n), got(m * n);
+  gemm_ref(spec, GemmOp::nn, m, n, k, A.data(), k, B.data(), n, want.data(), n, o.bias);
+  for (std::size_t i = 0; i < m; ++i) EXPECT_EQ(bits_of(want[i * n]), bits_of(read(A[i]))) << text << " " << A[i];
+  for (SimdLevel level : available_simd_levels()) {
+    LevelGuard guard(level);
+    gemm(spec, GemmOp::nn, m, n, k, A.data(), k, B.data(), n, got.data(), n, o);
+    for (std::size_t i = 0; i < m * n; ++i) {
+      EXPECT_EQ(bits_of(got[i]), bits_of(want[i])) << text << " " << to_string(level) << " input " << A[i / n];
+    }
+  }
+}
+
 // Inputs rounded in every deterministic mode: the CFG-5 gap decided in the vector lanes (a
 // midpoint s1 / 2 is a tie between the codes 0 and 1) agrees with the reference.
 TEST(Gemm, InputRoundingModesInTheCfg5Gap) {
@@ -356,24 +379,7 @@ TEST(Gemm, InputRoundingModesInTheCfg5Gap) {
     const std::string text = std::string("a=e5m2:cfg5@") + mode + " b=e5m2:cfg5@" + mode + " acc=fp32";
     const MacSpec spec = MacSpec::parse(text);
     ASSERT_TRUE(gemm_is_vectorized(spec)) << text;
-    // k = 1, B = 1 and a bias of -0: each output is one input, rounded (an fp32 value), with
-    // its sign even where it rounds to zero (-0 + -0 = -0).
-    const std::size_t m = 37, n = 3, k = 1;
-    const auto A = gap_operand(m, g);
-    const std::vector<double> B(n, 1.0);
-    const double minus_zero = -0.0;
-    GemmOptions o;
-    o.bias = {&minus_zero, 0, 0};
-    std::vector<double> want(m * n), got(m * n);
-    gemm_ref(spec, GemmOp::nn, m, n, k, A.data(), k, B.data(), n, want.data(), n, o.bias);
-    for (std::size_t i = 0; i < m; ++i) EXPECT_EQ(bits_of(want[i * n]), bits_of(quantize(A[i], spec.a))) << text << " " << A[i];
-    for (SimdLevel level : available_simd_levels()) {
-      LevelGuard guard(level);
-      gemm(spec, GemmOp::nn, m, n, k, A.data(), k, B.data(), n, got.data(), n, o);
-      for (std::size_t i = 0; i < m * n; ++i) {
-        EXPECT_EQ(bits_of(got[i]), bits_of(want[i])) << text << " " << to_string(level) << " input " << A[i / n];
-      }
-    }
+    expect_each_input_read_alone(spec, gap_operand(37, g), text, [&](double x) { return quantize(x, spec.a); });
   }
 }
 
@@ -417,25 +423,11 @@ TEST(Gemm, Cfg2InputsKeepTheirSubnormalCodes) {
     const std::string text = std::string("a=e5m2:cfg2@") + mode + " b=e5m2:cfg2@" + mode + " acc=fp32";
     const MacSpec spec = MacSpec::parse(text);
     ASSERT_TRUE(gemm_is_vectorized(spec)) << text;
-    const std::size_t m = 64, n = 3, k = 1;
-    const auto A = subnormal_operand(m, spec.a, g);
-    const std::vector<double> B(n, 1.0);
-    const double minus_zero = -0.0;
-    GemmOptions o;
-    o.bias = {&minus_zero, 0, 0};
-    std::vector<double> want(m * n), got(m * n);
-    gemm_ref(spec, GemmOp::nn, m, n, k, A.data(), k, B.data(), n, want.data(), n, o.bias);
-    for (std::size_t i = 0; i < m; ++i) {
-      const double j = std::ldexp(std::fabs(A[i]), 16);
+    expect_each_input_read_alone(spec, subnormal_operand(64, spec.a, g), text, [&](double x) {
+      const double j = std::ldexp(std::fabs(x), 16);
       const bool code = j >= 1 && j <= 3 && j == std::trunc(j);
-      const double read = code ? A[i] : quantize(A[i], spec.a);
-      EXPECT_EQ(bits_of(want[i * n]), bits_of(read)) << text << " " << A[i];
-    }
-    for (SimdLevel level : available_simd_levels()) {
-      LevelGuard guard(level);
-      gemm(spec, GemmOp::nn, m, n, k, A.data(), k, B.data(), n, got.data(), n, o);
-      expect_same_bits(got, want, text + " " + to_string(level));
-    }
+      return code ? x : quantize(x, spec.a);
+    });
   }
   // Whole GEMMs: the CFG-2 multiplier of the FPGA study and other accumulators.
   const char* specs[] = {"in=e5m2:cfg2 prod=e5m2:cfg2 acc=fp32", "in=e5m2:cfg2 acc=e6m5", "in=e5m2:cfg2 acc=q8.13",

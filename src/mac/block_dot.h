@@ -73,14 +73,20 @@ std::vector<BlockScale> quantize_block_rows(const BlockFormat& f, std::size_t ro
 // The fast path's additions into outer (gemm_block.cpp): each returns the exact sum rounded to
 // odd in fp64, whose rounding into any outer of at most 51 bits is the one rounding of the
 // exact sum (docs/mac.md section 7.3).
+// Knuth's TwoSum: a + b rounded to nearest, and its exact error in *err (no overflow).
+inline double two_sum(double a, double b, double* err) {
+  const double sum = a + b, bb = sum - a;
+  *err = (a - (sum - bb)) + (b - bb);
+  return sum;
+}
+
 // A value whose rounding into outer is the rounding of the exact total + s (both doubles; s
 // an exact block sum): the two-sum, rounded to odd in fp64. An exact zero takes its sign as
 // IEEE 754 says; infinities and NaN follow IEEE arithmetic, as the exact reference does.
 inline double sum_to_odd(double total, double s, bool round_down) {
   if (!std::isfinite(total) || !std::isfinite(s)) return total + s;
-  double sum = total + s;
-  const double bb = sum - total;
-  const double err = (total - (sum - bb)) + (s - bb);
+  double err;
+  double sum = two_sum(total, s, &err);
   if (sum == 0) {
     // x + (-x) and -0 + +0 are +0, except toward -infinity (-0); +0 + +0 is +0 always.
     const bool both_plus = !std::signbit(total) && !std::signbit(s);
@@ -105,15 +111,10 @@ inline double sum_to_odd(double total, double s, bool round_down) {
 // is the sum rounded to odd. It is never zero (w = 0 would need s = 0, so e = 0 and u = lo).
 inline double sum3_to_odd(double total, double hi, double lo) {
   if (!std::isfinite(total)) return total + hi;
-  const auto two_sum = [](double a, double b, double& err) {
-    const double sum = a + b, bb = sum - a;
-    err = (a - (sum - bb)) + (b - bb);
-    return sum;
-  };
   double e, f, g;
-  const double s = two_sum(total, hi, e);
-  const double u = two_sum(e, lo, f);
-  const double w = two_sum(s, u, g);
+  const double s = two_sum(total, hi, &e);
+  const double u = two_sum(e, lo, &f);
+  const double w = two_sum(s, u, &g);
   const double d = g != 0 ? g : f;
   std::uint64_t bits = std::bit_cast<std::uint64_t>(w);
   if (d != 0 && (bits & 1) == 0) bits = std::signbit(d) == std::signbit(w) ? bits + 1 : bits - 1;

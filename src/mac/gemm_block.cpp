@@ -289,12 +289,17 @@ void fast(const MacSpec& spec, std::size_t m, std::size_t n, std::size_t k, cons
             const std::size_t i = i0 + r, at = r * cw + jj;
             next[at] = total[at];
             if (slow[at]) continue;
-            if (split && !A.nan[i * nkb + t] && !B.nan[j * nkb + t]) {
-              double v;
-              if (!(reduce ? to_double_exact(content(s[r]), v) : to_double_exact(s[r], v))) {
-                slow[at] = 1;
-                continue;
-              }
+            if (A.nan[i * nkb + t] || B.nan[j * nkb + t]) {
+              next[at] = sum_to_odd(total[at], std::numeric_limits<double>::quiet_NaN(), round_down);
+              continue;
+            }
+            // The integer sum in fp64 (at most 53 significant bits, else the reference).
+            double v;
+            if (!(reduce ? to_double_exact(content(s[r]), v) : to_double_exact(s[r], v))) {
+              slow[at] = 1;
+              continue;
+            }
+            if (split) {
               const double F = A.factor[i * nkb + t] * B.factor[j * nkb + t];
               const double vf = v * F;
               const double hi = vf * tensor;
@@ -309,19 +314,13 @@ void fast(const MacSpec& spec, std::size_t m, std::size_t n, std::size_t k, cons
               next[at] = lo == 0 ? sum_to_odd(total[at], hi, round_down) : sum3_to_odd(total[at], hi, lo);
               continue;
             }
-            double sum = std::numeric_limits<double>::quiet_NaN();
-            if (!A.nan[i * nkb + t] && !B.nan[j * nkb + t]) {
-              // Exact in fp64: at most 53 significant bits, and |v| 2^e (1 <= |v| < 2^71) a
-              // normal number.
-              const int e = A.unit_exp[i * nkb + t] + B.unit_exp[j * nkb + t];
-              double v;
-              if (!(reduce ? to_double_exact(content(s[r]), v) : to_double_exact(s[r], v)) || e < -950 || e > 900) {
-                slow[at] = 1;
-                continue;
-              }
-              sum = v * pow2(e);
+            // Exact in fp64: |v| 2^e (1 <= |v| < 2^71) a normal number.
+            const int e = A.unit_exp[i * nkb + t] + B.unit_exp[j * nkb + t];
+            if (e < -950 || e > 900) {
+              slow[at] = 1;
+              continue;
             }
-            next[at] = sum_to_odd(total[at], sum, round_down);
+            next[at] = sum_to_odd(total[at], v * pow2(e), round_down);
           }
         }
         for (std::size_t r = 0; r < R; ++r) gemm_pack(plan, outer, next.data() + r * cw, w, total.data() + r * cw, 1);
