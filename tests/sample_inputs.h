@@ -1,6 +1,7 @@
 // Inputs that exercise every decision of a rounding: each value of the format, each midpoint
 // between neighbours, the fp32 and fp64 numbers right next to them, the edges of the range,
-// specials, random fp32 bit patterns and random fp64 values over the format's range; both signs.
+// specials, random fp32 bit patterns, random fp64 values over the format's range, and the
+// carriers' subnormals and random fp64 bit patterns; both signs.
 #pragma once
 
 #include <algorithm>
@@ -77,6 +78,22 @@ inline std::vector<double> sample_inputs(const Format& f, std::size_t random_cou
   std::uniform_real_distribution<double> mant(1.0, 2.0);
   std::uniform_int_distribution<int> ex(std::ilogb(lo) - 6, std::ilogb(hi) + 2);
   for (std::size_t i = 0; i < random_count; ++i) in.push_back(std::ldexp(mant(gen), ex(gen)));
+  // The carriers' subnormals, which have no hidden bit to find their binade by: random fp32
+  // subnormal patterns (a random fp32 pattern is one only once in 256) and random fp64 ones,
+  // and random fp64 bit patterns of every exponent.
+  for (std::size_t i = 0; i < random_count / 8; ++i) {
+    const auto b32 = static_cast<std::uint32_t>(gen()) & 0x007FFFFFu;
+    float x;
+    std::memcpy(&x, &b32, sizeof x);
+    in.push_back(static_cast<double>(x));
+    double y;
+    const std::uint64_t b64 = gen() & 0x000FFFFFFFFFFFFFull;
+    std::memcpy(&y, &b64, sizeof y);
+    in.push_back(y);
+    const std::uint64_t any = gen() & 0x7FFFFFFFFFFFFFFFull;
+    std::memcpy(&y, &any, sizeof y);
+    in.push_back(y);
+  }
   const std::size_t n = in.size();
   for (std::size_t i = 0; i < n; ++i) in.push_back(-in[i]);
   return in;

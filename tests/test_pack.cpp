@@ -3,6 +3,7 @@
 // of every narrow format (errors included), and pack/unpack against quantize_array.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -86,6 +87,26 @@ TEST(PackBits, RoundTripsRandomCodesAtEveryWidth) {
       std::vector<std::uint16_t> back2(n, 0xffff);
       unpack_bits(longer.data(), longer.size(), n, bits, back2.data());
       EXPECT_EQ(back2, codes);
+    }
+  }
+}
+
+// Every code of every width, at every bit offset the stream can start a code at: a lead of
+// 0..7 codes shifts the rest by lead * bits bits.
+TEST(PackBits, RoundTripsEveryCodeOfEveryWidth) {
+  std::mt19937_64 rng(7);
+  for (int bits = 1; bits <= 16; ++bits) {
+    std::vector<std::uint16_t> all(std::size_t{1} << bits);
+    for (std::size_t c = 0; c < all.size(); ++c) all[c] = static_cast<std::uint16_t>(c);
+    std::shuffle(all.begin(), all.end(), rng);  // neighbours of every kind
+    for (std::size_t lead = 0; lead < 8; ++lead) {
+      SCOPED_TRACE("bits=" + std::to_string(bits) + " lead=" + std::to_string(lead));
+      std::vector<std::uint16_t> codes(lead, static_cast<std::uint16_t>((1u << bits) - 1));
+      codes.insert(codes.end(), all.begin(), all.end());
+      const std::vector<std::uint8_t> bytes = pack_bits(codes.data(), codes.size(), bits);
+      std::vector<std::uint16_t> back(codes.size(), 0);
+      unpack_bits(bytes.data(), bytes.size(), back.size(), bits, back.data());
+      ASSERT_EQ(back, codes);
     }
   }
 }
@@ -384,6 +405,35 @@ TEST(Pack, UnpackOfPackIsQuantizeArrayBitForBit) {
     quantize_array(x64.data(), q64.data(), n, f, o);
     unpack(p64, back64.data());
     for (std::size_t i = 0; i < n; ++i) expect_same(back64[i], q64[i], i);
+  }
+}
+
+// Integer formats whose values are not fp32 numbers (a scale that is not a power of two, a
+// zero point): fp32 inputs pack to the codes of their fp64 quantization, which unpack exactly.
+TEST(Pack, Fp32InputsIntoScaledIntegersPackTheirCodes) {
+  for (const char* name : {"int8:scale=0.1", "int4:scale=0.1@sr", "uint8:scale=0.3:zp=7@rz", "int16:scale=0.001"}) {
+    SCOPED_TRACE(name);
+    const Format f = Format::parse(name);
+    const std::size_t n = 4099;
+    std::vector<float> x = random_inputs(n, false);
+    for (std::size_t i = 0; i < n; i += 3) x[i] *= 0.01f;  // many inside the grid, not only saturating
+    QuantizeOptions o;
+    o.key = RandomKey{0x5eedULL, 4};
+    o.first_index = 17;
+    const PackedCodes p = pack(x.data(), n, f, o);
+    const std::vector<double> x64(x.begin(), x.end());
+    EXPECT_EQ(p.bytes, pack(x64.data(), n, f, o).bytes);
+    std::vector<double> q64(n), back(n);
+    quantize_array(x64.data(), q64.data(), n, f, o);
+    unpack(p, back.data());
+    std::size_t inside = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      ASSERT_EQ(back[i], q64[i]) << "element " << i << ": " << x[i];
+      // The code is the one whose value the spec gives, decoded independently.
+      ASSERT_EQ(decode(f, encode(f, q64[i])).value, q64[i]);
+      inside += q64[i] != 0 && std::fabs(q64[i]) < describe(f).max_finite;
+    }
+    EXPECT_GT(inside, n / 8);
   }
 }
 

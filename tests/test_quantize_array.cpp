@@ -22,15 +22,18 @@ namespace {
 const char* const kFormats[] = {
     // presets
     "fp32", "tf32", "bf16", "fp16", "dlfloat16", "e5m2", "e4m3", "e4m3fn", "e4m3fnuz", "e5m2fnuz", "e3m2fn",
-    "e2m3fn", "e2m1fn", "e8m0fnu", "fp4r4",
+    "e2m3fn", "e2m1fn", "e8m0fnu", "fp4r4", "fp64",
     // the FPGA variants and option combinations
     "e5m2:cfg2", "e5m2:cfg4", "e5m2:cfg5", "e5m2:cfg6", "e4m3:cfg2", "e4m3:cfg5", "e4m3:cfg6", "e4m3fn:sat",
     "e5m2:sat", "e4m3fnuz:sat", "e2m1fn:sat", "e6m5", "e6m5:cfg5", "e5m10:cfg5", "e8m7:cfg6", "e3m4",
     "e4m3:bias=4", "e5m2:sp=fn", "e5m2:sp=none", "e4m0", "e5m0:sp=fn", "e3m1:sub=flushin", "e8m0fnu:sat",
     "e8m3:bias=120",
+    // no subnormals, lowest normal binade the carrier's own (its subnormals lie below the range)
+    "bf16:sub=flushin", "e8m3:sub=flushin", "e11m52:sub=flushin", "e11m4:sub=flushin",
     // fixed point and integers
     "q4.4", "q8.8", "uq4.4", "q1.7", "q3.5:wrap", "q12.12", "uq8.8:wrap", "int8", "uint8", "int4",
-    "int8:scale=0.25", "int16:scale=0.0078125", "int8:scale=0.1", "int8:scale=0.5:zp=3", "uint4:scale=2"};
+    "int8:scale=0.25", "int16:scale=0.0078125", "int8:scale=0.1", "int8:scale=0.5:zp=3", "uint4:scale=2",
+    "int16:scale=0.1", "uint16:scale=0.3:zp=1000", "int32:scale=3e-7:zp=-12345", "int8:scale=1e-300"};
 
 const char* const kModes[] = {"rne", "rna", "rz", "ru", "rd", "ro", "sr", "sr1", "sr8", "sr13", "sr32"};
 
@@ -283,14 +286,46 @@ TEST(QuantizeArray, StochasticTiesOnTheFirstWordGoToTheExactPath) {
   }
 }
 
+// fp32 results of scaled integers are (z - zp) * scale rounded once. Scales built so that the
+// fp64 product k * scale lands exactly on an fp32 midpoint from above: rounding it twice (to
+// fp64, then to fp32) gives the even neighbour k, rounding once the upper one.
+TEST(QuantizeArray, ScaledIntegerValuesRoundOnceToFp32) {
+  int cases = 0;
+  for (int k = 3; k < 120; k += 2) {
+    const double mid = k + std::ldexp(1.0, std::ilogb(k) - 24);  // between k and its fp32 successor
+    double scale = mid / k;
+    for (int j = 0; j < 4 && !(k * scale == mid && std::fma(k, scale, -mid) > 0); ++j) scale = std::nextafter(scale, 2.0);
+    const double p = k * scale;
+    if (p != mid || !(std::fma(k, scale, -p) > 0)) continue;  // no such scale next to mid / k
+    ++cases;
+    const float want = std::nextafter(static_cast<float>(k), INFINITY);
+    ASSERT_NE(static_cast<float>(p), want);  // the double rounding this guards against
+    char spec[64];
+    std::snprintf(spec, sizeof spec, "int8:scale=%.17g", scale);
+    const Format f = Format::parse(spec);
+    ASSERT_EQ(f.int_spec().scale, scale);
+    std::vector<float> x(64, static_cast<float>(k)), y(64);  // vectors, not only the tail
+    for (SimdLevel level : available_simd_levels()) {
+      LevelGuard guard(level);
+      quantize_array(x.data(), y.data(), x.size(), f);
+      for (float v : y) ASSERT_EQ(bits_of(v), bits_of(want)) << spec << " k=" << k << " at " << to_string(level);
+    }
+  }
+  EXPECT_GE(cases, 10);
+}
+
 TEST(QuantizeArray, CoverageIsReported) {
   EXPECT_TRUE(quantize_array_is_vectorized(Format::parse("e4m3fn"), Carrier::fp32));
   EXPECT_TRUE(quantize_array_is_vectorized(Format::parse("e8m0fnu@sr"), Carrier::fp32));
   EXPECT_TRUE(quantize_array_is_vectorized(Format::parse("q8.8"), Carrier::fp64));
   EXPECT_TRUE(quantize_array_is_vectorized(Format::parse("int8"), Carrier::fp32));
   EXPECT_FALSE(quantize_array_is_vectorized(Format::parse("fp4r4"), Carrier::fp32));
-  EXPECT_FALSE(quantize_array_is_vectorized(Format::parse("int8:scale=0.1"), Carrier::fp32));
-  EXPECT_FALSE(quantize_array_is_vectorized(Format::parse("int8:zp=3"), Carrier::fp32));
+  // Scales that are not powers of two and zero points: the scaled-integer kernel.
+  EXPECT_TRUE(quantize_array_is_vectorized(Format::parse("int8:scale=0.1"), Carrier::fp32));
+  EXPECT_TRUE(quantize_array_is_vectorized(Format::parse("int8:zp=3@sr"), Carrier::fp64));
+  // Outside its error bounds: the reference.
+  EXPECT_FALSE(quantize_array_is_vectorized(Format::parse("int8:scale=1e-300"), Carrier::fp64));
+  EXPECT_FALSE(quantize_array_is_vectorized(Format::parse("int8:scale=1e300"), Carrier::fp64));
 }
 
 TEST(QuantizeArray, BadRequestsAreRefused) {

@@ -51,6 +51,8 @@ struct PackedCodes {
 
 // quantize_array(in, n, f, options), then encode_array and pack_bits. The format must have at
 // most 16 bits. NaN inputs into a format without a NaN code throw FormatError (as encode does).
+// fp32 inputs into an integer format are quantized in fp64, whose results are the format's
+// values exactly (an fp32 result of int8:scale=0.1 is not), with the same codes.
 PackedCodes pack(const float* in, std::size_t n, const Format& f, const QuantizeOptions& options = {});
 PackedCodes pack(const double* in, std::size_t n, const Format& f, const QuantizeOptions& options = {});
 

@@ -10,6 +10,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <type_traits>
 
 #include "text.h"
 
@@ -372,10 +373,21 @@ PackedCodes pack_impl(const T* in, std::size_t n, const Format& f, const Quantiz
   check_width("pack", f);
   // The table is built before quantizing so that a format it refuses costs no quantization.
   const EncodeTable table(f, "pack");
-  const auto values = std::make_unique_for_overwrite<T[]>(n);
-  quantize_array(in, values.get(), n, f, options);
   const auto codes = std::make_unique_for_overwrite<std::uint16_t[]>(n);
-  for (std::size_t i = 0; i < n; ++i) codes[i] = table.code(static_cast<double>(values[i]), i);
+  if (std::is_same_v<T, float> && f.kind() == FormatKind::integer) {
+    // An integer format's values (z - zp) * scale need not be fp32 numbers (scale=0.1), so an
+    // fp32 result need not be one of them: the codes come from the same inputs quantized in
+    // fp64, which holds every value exactly and picks the same z (the grid and the input are
+    // the same whatever the carrier).
+    const auto wide = std::make_unique_for_overwrite<double[]>(n);
+    std::copy(in, in + n, wide.get());
+    quantize_array(wide.get(), wide.get(), n, f, options);
+    for (std::size_t i = 0; i < n; ++i) codes[i] = table.code(wide[i], i);
+  } else {
+    const auto values = std::make_unique_for_overwrite<T[]>(n);
+    quantize_array(in, values.get(), n, f, options);
+    for (std::size_t i = 0; i < n; ++i) codes[i] = table.code(static_cast<double>(values[i]), i);
+  }
   PackedCodes p;
   p.format = f;
   p.count = n;

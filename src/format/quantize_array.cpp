@@ -7,10 +7,12 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "mpsim/quantize.h"
 #include "quantize_plan.h"
 #include "quantize_simd.h"
+#include "scaled_integer.h"
 
 namespace mpsim {
 
@@ -28,6 +30,16 @@ void run(const detail::QuantPlan& plan, const Format& f, const T* in, T* out, st
   const std::int64_t tasks = static_cast<std::int64_t>((n + kTask - 1) / kTask);
   const bool parallel = threads > 1 && tasks > 1;
   if (plan.kind == detail::PlanKind::scalar) {
+    const Carrier carrier = std::is_same_v<T, float> ? Carrier::fp32 : Carrier::fp64;
+    if (const auto scaled = detail::make_scaled_int_plan(f, carrier)) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
+      for (std::int64_t t = 0; t < tasks; ++t) {
+        const std::size_t begin = static_cast<std::size_t>(t) * kTask;
+        const std::size_t len = std::min(kTask, n - begin);
+        detail::simd_quantize_scaled(*scaled, f, in + begin, out + begin, len, o.first_index + begin, o.key);
+      }
+      return;
+    }
     const auto count = static_cast<std::int64_t>(n);
 #pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
     for (std::int64_t i = 0; i < count; ++i) {
@@ -75,7 +87,8 @@ void random_words(const RandomKey& key, std::uint64_t first_index, std::size_t n
 }
 
 bool quantize_array_is_vectorized(const Format& f, Carrier carrier) {
-  return detail::make_plan(f, carrier).kind != detail::PlanKind::scalar;
+  return detail::make_plan(f, carrier).kind != detail::PlanKind::scalar ||
+         detail::make_scaled_int_plan(f, carrier).has_value();
 }
 
 std::string to_string(SimdLevel level) {

@@ -339,9 +339,12 @@ HWY_INLINE hn::Vec<D> FloatVector(D d, const QuantPlan& p, hn::Vec<D> x, const s
   if (p.unsigned_nan) nan_out = hn::Or(nan_out, hn::Or(neg, hn::Eq(s.u, hn::Zero(du))));
   nan_out = hn::Or(nan_out, hn::RebindMask(du, hn::IsNaN(result)));
   result = hn::IfThenElse(hn::RebindMask(d, nan_out), hn::Set(d, std::numeric_limits<hn::TFromD<D>>::quiet_NaN()), result);
-  if (p.Tn < 1) {
+  if (p.Tn < 1 || (p.Tn == 1 && p.sub_shift > 0)) {
     // The format's lowest binade lies among the carrier's subnormals (e8m0fnu in fp32), where
-    // the significand has no hidden bit to locate the binade by: such inputs go to the reference.
+    // the significand has no hidden bit to locate the binade by; or it is the carrier's lowest
+    // normal binade and the format has no subnormals (bf16:sub=flushin in fp32), where the
+    // carrier's subnormals -- below the format's normal range, t = 0 above -- would be read as
+    // normal. Such inputs go to the reference.
     const auto sub_in = hn::And(hn::Lt(s.u, hn::Set(du, TU{1} << L::P)), hn::Ne(s.u, hn::Zero(du)));
     fallback = hn::Or(fallback, sub_in);
   }
