@@ -354,6 +354,39 @@ TEST(LinearConv, DataIsOperandA) {
                    to_step(naive_linear(kLinearCases[0], d, ops)), kLinearCases[0].str());
 }
 
+// Block-format specs whose two operands differ only in their block options (rounding rule,
+// exponent width, tiling): the convolution must keep the data as operand a, like Linear, so a
+// 1x1 convolution of a [N, C, 1, 1] input is that Linear, bit for bit, forward and backward.
+// (Conv2d once compared only the element formats and swapped such operands.)
+TEST(LinearConv, BlockOperandRolesMatchLinear) {
+  const std::size_t n = 4, c = 64, k = 8;
+  for (const char* text : {"a=hbfp8/64 b=hbfp8/64:rule=ceil", "a=mxfp8_e4m3 b=mxfp8_e4m3:rule=ceil",
+                           "a=hbfp8/16:tile b=hbfp8/4", "in=hbfp8/64"}) {
+    SCOPED_TRACE(text);
+    const MacSpec spec = MacSpec::parse(text);
+    Linear fc("fc", c, k, false);
+    Conv2d conv("conv", c, k, 1, 1, 0, false);
+    *fc.precision() = GemmPrecision::all(spec);
+    *conv.precision() = GemmPrecision::all(spec);
+    Tensor x({n, c}), dy({n, k});
+    const auto d = [](std::size_t i) { return static_cast<double>(i); };
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(std::sin(0.7 * d(i) + 0.3) * d(1 + i % 7));
+    for (std::size_t i = 0; i < dy.size(); ++i) dy[i] = static_cast<float>(std::cos(0.9 * d(i)) * d(1 + i % 3));
+    for (std::size_t i = 0; i < fc.weight.value.size(); ++i) {
+      fc.weight.value[i] = conv.weight.value[i] = static_cast<float>(std::cos(1.3 * d(i)) * 0.1 * d(1 + i % 5));
+    }
+    const StepContext ctx = context();
+    Tensor x4 = x, dy4 = dy;
+    x4.reshape({n, c, 1, 1});
+    dy4.reshape({n, k, 1, 1});
+    const Tensor y_fc = fc.forward(x, ctx), y_conv = conv.forward(x4, ctx);
+    const Tensor dx_fc = fc.backward(dy, ctx), dx_conv = conv.backward(dy4, ctx);
+    expect_same_bits(y_conv.values(), y_fc.values(), "forward");
+    expect_same_bits(dx_conv.values(), dx_fc.values(), "data gradient");
+    expect_same_bits(conv.weight.grad.values(), fc.weight.grad.values(), "weight gradient");
+  }
+}
+
 // ---------------------------------------------------------------- 3: FP32 through OpenBLAS
 
 // Any order of summation, with or without FMA, of k products plus a start value stays within

@@ -5,11 +5,13 @@
 
 #include <cmath>
 #include <cstring>
+#include <iostream>
 #include <set>
 
 #include "mpsim/init.h"
 #include "mpsim/layers.h"
 #include "mpsim/model.h"
+#include "src/nn/models/architectures.h"
 
 namespace mpsim {
 namespace {
@@ -157,6 +159,59 @@ TEST(Models, InitializationIsDeterministicAndFollowsTheScheme) {
 
 // One training step of LeNet-5 (forward, loss, backward, SGD) under the seeds' E5M2(CFG5)/E6M5
 // MAC with stochastic rounding in the accumulator too, with 1 and 2 threads: same bits.
+// Finite differences through residual blocks: a ResNet-8 (one BasicBlock per stage, so an
+// identity block and two downsampling blocks with their shortcut) on 8x8 inputs, shortcuts A and
+// B, in the FP32 mode. The loss is summed in double; a central difference of step 2e-4 on
+// sampled entries of every parameter (float rounding of the loss contributes about 5e-4) must
+// match the analytic gradient within 5% + 1e-3. A step that moves some ReLU input across zero
+// spoils its entry's difference, and with thousands of units a few entries do that, so at most
+// one in twenty may miss; a wrong shortcut or residual gradient misses on most entries of every
+// layer before it.
+TEST(Models, ResNetBlocksPassFiniteDifferenceChecks) {
+  for (const char shortcut : {'A', 'B'}) {
+    SCOPED_TRACE(std::string("shortcut ") + shortcut);
+    ModelConfig c;
+    c.arch = "resnet8";
+    c.channels = 1;
+    c.height = c.width = 8;
+    c.shortcut = shortcut;
+    Model m("resnet8", detail::build_resnet(c, 8), Shape{1, 8, 8}, 10);
+    m.init(4);
+    const std::size_t n = 8;
+    Tensor x({n, 1, 8, 8});
+    init_uniform(x, -1, 1, RandomKey{5, 0});
+    std::vector<std::uint32_t> labels;
+    for (std::size_t i = 0; i < n; ++i) labels.push_back(static_cast<std::uint32_t>((i * 3) % 10));
+    StepContext ctx;
+    ctx.threads = 1;
+    const auto loss = [&] { return softmax_cross_entropy(m.forward(x, ctx), labels).loss; };
+    const LossResult l = softmax_cross_entropy(m.forward(x, ctx), labels);
+    m.backward(l.grad, ctx);
+    std::size_t checked = 0, missed = 0;
+    for (Parameter* p : m.parameters()) {
+      const Tensor g = p->grad;
+      for (std::size_t i = 0; i < p->value.size(); i += std::max<std::size_t>(1, p->value.size() / 6)) {
+        const float v = p->value[i];
+        p->value[i] = v + 2e-4f;
+        const double up = loss();
+        const float vu = p->value[i];
+        p->value[i] = v - 2e-4f;
+        const double down = loss();
+        const float vd = p->value[i];
+        p->value[i] = v;
+        const double fd = (up - down) / (static_cast<double>(vu) - vd);
+        if (std::fabs(fd - g[i]) > 0.05 * std::fabs(g[i]) + 1e-3) {
+          ++missed;
+          std::cout << "  " << shortcut << " " << p->name << "[" << i << "]: analytic " << g[i] << ", difference " << fd << "\n";
+        }
+        ++checked;
+      }
+    }
+    EXPECT_GT(checked, 150u);
+    EXPECT_LE(missed * 20, checked);
+  }
+}
+
 TEST(Models, EmulatedLeNet5StepIsIdenticalWith1And2Threads) {
   const std::size_t N = 8;
   Tensor x({N, 1, 28, 28});

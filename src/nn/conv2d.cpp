@@ -53,7 +53,11 @@ namespace mpsim {
 
 namespace {
 
-bool inputs_interchangeable(const std::optional<MacSpec>& spec) { return !spec || spec->a == spec->b; }
+// The same element formats and, for block specs, the same block formats (the element formats
+// alone do not tell hbfp8/64 from hbfp8/64:rule=ceil).
+bool inputs_interchangeable(const std::optional<MacSpec>& spec) {
+  return !spec || (spec->a == spec->b && (!spec->block || spec->block->a == spec->block->b));
+}
 
 }  // namespace
 
