@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -11,6 +12,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "mpsim/format.h"
@@ -290,6 +292,48 @@ TEST(EncodeDecodeArray, AgreeWithTheScalarCodecOnEveryCode) {
       }
     }
   }
+}
+
+// The array forms keep the tables of recent formats: more formats than are kept, visited in
+// turn and from several threads at once, must each still give the scalar codec's answers.
+TEST(EncodeDecodeArray, KeptTablesServeEachFormatItsOwnAnswers) {
+  const char* const names[] = {"e4m3fn", "e5m2", "fp16", "bf16", "e2m1fn", "e3m2fn", "int8", "q4.4",
+                               "int8:scale=0.1", "uint8:scale=0.3:zp=7", "e4m3fnuz", "e5m2:cfg5", "fp16:sub=flushin"};
+  const auto check = [&](const char* name, int round) {
+    const Format f = Format::parse(name);
+    const std::uint64_t count = code_count(f);
+    std::vector<double> values;
+    std::vector<std::uint16_t> want;
+    for (std::uint64_t c = round % 7; c < count; c += 7) {
+      const double v = decode(f, c).value;
+      if (std::isnan(v)) continue;
+      values.push_back(v);
+      want.push_back(static_cast<std::uint16_t>(encode(f, v)));
+    }
+    std::vector<std::uint16_t> codes(values.size());
+    encode_array(values.data(), values.size(), f, codes.data());
+    std::vector<double> back(values.size());
+    decode_array(codes.data(), codes.size(), f, back.data());
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      if (codes[i] != want[i] || back[i] != decode(f, want[i]).value) return false;
+    }
+    return true;
+  };
+  for (int round = 0; round < 3; ++round) {
+    for (const char* name : names) EXPECT_TRUE(check(name, round)) << name << " round " << round;
+  }
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 6; ++round) {
+        const char* name = names[static_cast<std::size_t>(t * 5 + round) % std::size(names)];
+        if (!check(name, round)) ++failures;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
 }
 
 TEST(EncodeArray, NamesTheElementAndTheValueItRefuses) {

@@ -27,6 +27,10 @@ void unpack_bits(const std::uint8_t* bytes, std::size_t nbytes, std::size_t n, i
 
 // ---- values <-> codes ---------------------------------------------------------------------
 
+// The array forms below look values and codes up in a table of the format, built on first use
+// (a millisecond for 16-bit formats) and kept for the most recent formats; any thread may call
+// them.
+//
 // codes[i] = encode(f, values[i]) for formats of at most 16 bits. Every value must already be a
 // value of f (a quantize_array result); one that is not, or NaN into a format without a NaN
 // code, throws FormatError naming the element, as encode() would throw for it.

@@ -1,6 +1,7 @@
 // Packed codes: bit streams of codes, and values <-> codes for whole arrays. encode() and
 // decode() (codec.cpp) stay the definition; the array forms build a table from them once per
-// call and then only look values up, so they agree with the scalar functions by construction.
+// format (the tables of recent formats are kept) and then only look values up, so they agree
+// with the scalar functions by construction.
 #include "mpsim/pack.h"
 
 #include <algorithm>
@@ -9,8 +10,11 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "text.h"
 
@@ -159,8 +163,7 @@ void unpack_general(const std::uint8_t* bytes, std::size_t nbytes, std::size_t n
 // lookups never probe: a direct index over the values' bits answers them (build_direct).
 class EncodeTable {
  public:
-  EncodeTable(const Format& f, const char* who) : f_(f), who_(who) {
-    check_width(who, f);
+  explicit EncodeTable(const Format& f) : f_(f) {
     const std::uint64_t count = code_count(f);
     std::size_t cap = 16;
     int log2_cap = 4;
@@ -214,7 +217,8 @@ class EncodeTable {
     build_direct(count);
   }
 
-  std::uint16_t code(double v, std::size_t i) const {
+  // The code of v, element i of a call by `who` (both name a value that has none).
+  std::uint16_t code(double v, std::size_t i, const char* who) const {
     const std::uint64_t b = std::bit_cast<std::uint64_t>(v);
     if (!direct_.empty()) {
       const std::uint64_t m = b & ~kSignBit;
@@ -226,7 +230,7 @@ class EncodeTable {
         return static_cast<std::uint16_t>(zero_codes_[b >> 63]);  // zeros are common (ReLU, underflow)
       }
     }
-    return probe(v, b, i);
+    return probe(v, b, i, who);
   }
 
  private:
@@ -276,15 +280,15 @@ class EncodeTable {
     }
   }
 
-  [[gnu::noinline]] std::uint16_t probe(double v, std::uint64_t b, std::size_t i) const {
+  [[gnu::noinline]] std::uint16_t probe(double v, std::uint64_t b, std::size_t i, const char* who) const {
     if ((b & ~kSignBit) > kInfBits) [[unlikely]] {
       if (nan_code_ >= 0) return static_cast<std::uint16_t>(nan_code_);
-      return miss(v, i);
+      return miss(v, i, who);
     }
     for (std::size_t h = slot(b);; h = (h + 1) & mask_) {
       const std::uint64_t k = keys_[h];
       if (k == b) return codes_[h];
-      if (k == kEmpty) [[unlikely]] return miss(v, i);
+      if (k == kEmpty) [[unlikely]] return miss(v, i, who);
     }
   }
 
@@ -300,17 +304,16 @@ class EncodeTable {
 
   // Not in the table: encode() says why (or, should it accept the value after all, its code is
   // the answer), with the element named.
-  [[gnu::noinline, gnu::cold]] std::uint16_t miss(double v, std::size_t i) const {
+  [[gnu::noinline, gnu::cold]] std::uint16_t miss(double v, std::size_t i, const char* who) const {
     try {
       return static_cast<std::uint16_t>(encode(f_, v));
     } catch (const FormatError& e) {
-      throw FormatError(std::string(who_) + ": element " + std::to_string(i) + " (" + detail::shortest(v) +
+      throw FormatError(std::string(who) + ": element " + std::to_string(i) + " (" + detail::shortest(v) +
                         "): " + e.what());
     }
   }
 
-  const Format& f_;
-  const char* who_;
+  const Format f_;
   std::vector<std::uint64_t> keys_;
   std::vector<std::uint16_t> codes_;
   std::size_t mask_ = 0;
@@ -322,10 +325,51 @@ class EncodeTable {
   std::uint64_t direct_lo_ = 0, direct_span_ = 0, direct_low_mask_ = 0;
 };
 
+// ---- tables kept between calls -------------------------------------------------------------
+
+// A table decodes every code of its format once (65536 of them for 16-bit formats, about a
+// millisecond), which would dominate calls on small arrays; the tables of the most recently
+// used formats are kept, immutable and shared. A table that cannot be built (a format fp32
+// cannot hold) throws and is not kept. Two threads asking for a new format at once may both
+// build it; the tables are equal, so either may stay.
+template <class Table>
+class TableCache {
+ public:
+  template <class Make>
+  std::shared_ptr<const Table> get(const Format& f, Make make) {
+    {
+      const std::lock_guard lock(mutex_);
+      for (std::size_t i = 0; i < entries_.size(); ++i) {
+        if (entries_[i].first != f) continue;
+        auto found = entries_[i];
+        entries_.erase(entries_.begin() + static_cast<std::ptrdiff_t>(i));
+        entries_.push_back(found);  // most recent last
+        return found.second;
+      }
+    }
+    auto table = std::make_shared<const Table>(make());  // outside the lock: builds take long
+    const std::lock_guard lock(mutex_);
+    entries_.emplace_back(f, table);
+    if (entries_.size() > kEntries) entries_.erase(entries_.begin());
+    return table;
+  }
+
+ private:
+  static constexpr std::size_t kEntries = 8;
+  std::mutex mutex_;
+  std::vector<std::pair<Format, std::shared_ptr<const Table>>> entries_;
+};
+
+std::shared_ptr<const EncodeTable> encode_table(const Format& f) {
+  static auto* cache = new TableCache<EncodeTable>;  // never destroyed: used from static destructors
+  return cache->get(f, [&] { return EncodeTable(f); });
+}
+
 template <typename T>
 void encode_impl(const T* values, std::size_t n, const Format& f, std::uint16_t* codes, const char* who) {
-  const EncodeTable table(f, who);
-  for (std::size_t i = 0; i < n; ++i) codes[i] = table.code(static_cast<double>(values[i]), i);
+  check_width(who, f);
+  const auto table = encode_table(f);
+  for (std::size_t i = 0; i < n; ++i) codes[i] = table->code(static_cast<double>(values[i]), i, who);
 }
 
 // ---- codes -> values ----------------------------------------------------------------------
@@ -371,8 +415,8 @@ void decode_impl(const std::uint16_t* codes, std::size_t n, const Format& f, T* 
 template <typename T>
 PackedCodes pack_impl(const T* in, std::size_t n, const Format& f, const QuantizeOptions& options) {
   check_width("pack", f);
-  // The table is built before quantizing so that a format it refuses costs no quantization.
-  const EncodeTable table(f, "pack");
+  // The table comes before quantizing so that a format it refuses costs no quantization.
+  const auto table = encode_table(f);
   const auto codes = std::make_unique_for_overwrite<std::uint16_t[]>(n);
   if (std::is_same_v<T, float> && f.kind() == FormatKind::integer) {
     // An integer format's values (z - zp) * scale need not be fp32 numbers (scale=0.1), so an
@@ -382,11 +426,11 @@ PackedCodes pack_impl(const T* in, std::size_t n, const Format& f, const Quantiz
     const auto wide = std::make_unique_for_overwrite<double[]>(n);
     std::copy(in, in + n, wide.get());
     quantize_array(wide.get(), wide.get(), n, f, options);
-    for (std::size_t i = 0; i < n; ++i) codes[i] = table.code(wide[i], i);
+    for (std::size_t i = 0; i < n; ++i) codes[i] = table->code(wide[i], i, "pack");
   } else {
     const auto values = std::make_unique_for_overwrite<T[]>(n);
     quantize_array(in, values.get(), n, f, options);
-    for (std::size_t i = 0; i < n; ++i) codes[i] = table.code(static_cast<double>(values[i]), i);
+    for (std::size_t i = 0; i < n; ++i) codes[i] = table->code(static_cast<double>(values[i]), i, "pack");
   }
   PackedCodes p;
   p.format = f;
@@ -472,12 +516,14 @@ void encode_array(const double* values, std::size_t n, const Format& f, std::uin
 
 void decode_array(const std::uint16_t* codes, std::size_t n, const Format& f, float* out) {
   check_width("decode_array", f);
-  decode_impl(codes, n, f, out, value_table32(f));
+  static auto* cache = new TableCache<std::vector<float>>;
+  decode_impl(codes, n, f, out, *cache->get(f, [&] { return value_table32(f); }));
 }
 
 void decode_array(const std::uint16_t* codes, std::size_t n, const Format& f, double* out) {
   check_width("decode_array", f);
-  decode_impl(codes, n, f, out, value_table(f));
+  static auto* cache = new TableCache<std::vector<double>>;
+  decode_impl(codes, n, f, out, *cache->get(f, [&] { return value_table(f); }));
 }
 
 PackedCodes pack(const float* in, std::size_t n, const Format& f, const QuantizeOptions& options) {
