@@ -33,7 +33,8 @@ const char* const kFormats[] = {
     // fixed point and integers
     "q4.4", "q8.8", "uq4.4", "q1.7", "q3.5:wrap", "q12.12", "uq8.8:wrap", "int8", "uint8", "int4",
     "int8:scale=0.25", "int16:scale=0.0078125", "int8:scale=0.1", "int8:scale=0.5:zp=3", "uint4:scale=2",
-    "int16:scale=0.1", "uint16:scale=0.3:zp=1000", "int32:scale=3e-7:zp=-12345", "int8:scale=1e-300"};
+    "int16:scale=0.1", "uint16:scale=0.3:zp=1000", "int32:scale=3e-7:zp=-12345", "int8:scale=1e-300",
+    "int8:scale=1e37"};  // values past fp32's range: they round to infinity there
 
 const char* const kModes[] = {"rne", "rna", "rz", "ru", "rd", "ro", "sr", "sr1", "sr8", "sr13", "sr32"};
 
@@ -217,6 +218,43 @@ TEST(QuantizeArray, InPlace) {
   for (std::size_t i = 0; i < v.size(); ++i) want[i] = quantize(v[i], f, i, o.key);
   quantize_array(v.data(), v.data(), v.size(), f, o);
   EXPECT_EQ(std::memcmp(v.data(), want.data(), v.size() * sizeof(float)), 0);
+}
+
+// In place with lanes that the scaled-integer kernel hands to the reference: the reference
+// must see the inputs, not the kernel's provisional results. Inputs on or next to half-integer
+// quotients make srN's kept bits straddle the error interval often (about one lane in six
+// under sr1).
+template <typename T>
+void expect_in_place_matches_reference(const char* name) {
+  const Format f = Format::parse(name);
+  const double scale = f.int_spec().scale, zp = static_cast<double>(f.int_spec().zp);
+  std::vector<T> v;
+  for (int k = -150; k <= 300; ++k) {
+    const double x = (k + 0.5 - zp) * scale;
+    v.push_back(static_cast<T>(x));
+    v.push_back(std::nextafter(static_cast<T>(x), T{0}));
+  }
+  QuantizeOptions o;
+  o.key = {17, 3};
+  o.first_index = 11;
+  std::vector<T> want(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) want[i] = quantize(v[i], f, o.first_index + i, o.key);
+  for (SimdLevel level : available_simd_levels()) {
+    LevelGuard guard(level);
+    std::vector<T> got = v;
+    quantize_array(got.data(), got.data(), got.size(), f, o);
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      ASSERT_EQ(bits_of(got[i]), bits_of(want[i])) << name << " at " << to_string(level) << ", x = " << std::hexfloat
+                                                   << static_cast<double>(v[i]);
+    }
+  }
+}
+
+TEST(QuantizeArray, InPlaceScaledIntegersWithReferenceLanes) {
+  for (const char* name : {"int8:scale=0.1@sr1", "uint8:scale=0.3:zp=7@sr1", "int8:scale=0.1@sr8", "int16:scale=0.1@sr"}) {
+    expect_in_place_matches_reference<float>(name);
+    expect_in_place_matches_reference<double>(name);
+  }
 }
 
 TEST(QuantizeArray, SimdPhiloxEqualsRandomWord) {

@@ -195,6 +195,17 @@ HWY_INLINE hn::Vec<D> ValueToOdd(D d, const ScaledIntPlan& p, hn::Vec<D> z, hn::
   return hn::IfThenElse(hn::IsNaN(x), hn::Set(d, std::numeric_limits<double>::quiet_NaN()), y);
 }
 
+// fp64 lanes to fp32, rounding to nearest (as static_cast<float>: overflow becomes infinity).
+// The one-lane target's DemoteTo saturates at the largest float instead.
+template <class DF, class V>
+HWY_INLINE hn::Vec<DF> ToFloat(DF df, V v) {
+#if HWY_TARGET == HWY_SCALAR
+  return hn::Set(df, static_cast<float>(hn::GetLane(v)));
+#else
+  return hn::DemoteTo(df, v);
+#endif
+}
+
 // Lanes `bits` of out (elements index + j) recomputed by the reference.
 template <typename T>
 HWY_NOINLINE void ReferenceLanes(const Format& f, const T* in, T* out, std::uint64_t bits, std::size_t lanes,
@@ -214,6 +225,7 @@ void ScaledRange(const ScaledIntPlan& p, const Format& f, const T* in, T* out, s
   const hn::RebindToUnsigned<decltype(d)> du;
   const hn::RebindToSigned<decltype(d)> di;
   const std::size_t N = hn::Lanes(d);
+  constexpr std::size_t kMaxLanes = HWY_MAX_BYTES / sizeof(double);
   constexpr std::size_t kChunk = 1024;
   alignas(64) std::uint32_t words[kChunk];
   for (std::size_t c = 0; c < n; c += kChunk) {
@@ -229,15 +241,22 @@ void ScaledRange(const ScaledIntPlan& p, const Format& f, const T* in, T* out, s
       if constexpr (kRandom) w = hn::ConvertTo(d, hn::BitCast(di, hn::PromoteTo(du, hn::LoadU(dw, words + i))));
       auto fallback = hn::Lt(hn::Set(d, 1.0), hn::Zero(d));
       const auto z = ScaledCodes<MODE>(d, p, x, w, fallback);
-      if constexpr (sizeof(T) == 4) hn::StoreU(hn::DemoteTo(dt, ValueToOdd(d, p, z, x)), dt, dst);
-      else hn::StoreU(Value64(d, p, z, x), d, dst);
+      hn::Vec<decltype(dt)> y;
+      if constexpr (sizeof(T) == 4) y = ToFloat(dt, ValueToOdd(d, p, z, x));
+      else y = Value64(d, p, z, x);
       if (HWY_UNLIKELY(!hn::AllFalse(d, fallback))) {
+        // The reference reads the inputs, which an in-place call's store would overwrite.
+        alignas(64) T xs[kMaxLanes], ys[kMaxLanes];
+        std::memcpy(xs, src, N * sizeof(T));
+        hn::Store(y, dt, ys);
         std::uint8_t mask_bytes[8] = {};
         hn::StoreMaskBits(d, fallback, mask_bytes);
         std::uint64_t bits = 0;
         std::memcpy(&bits, mask_bytes, sizeof bits);
-        ReferenceLanes(f, src, dst, bits, N, first + c + i, key);
+        ReferenceLanes(f, xs, ys, bits, N, first + c + i, key);
+        y = hn::Load(dt, ys);
       }
+      hn::StoreU(y, dt, dst);
     }
     for (; i < len; ++i) out[c + i] = quantize(in[c + i], f, first + c + i, key);
   }
