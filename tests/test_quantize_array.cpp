@@ -27,7 +27,7 @@ const char* const kFormats[] = {
     "e5m2:cfg2", "e5m2:cfg4", "e5m2:cfg5", "e5m2:cfg6", "e4m3:cfg2", "e4m3:cfg5", "e4m3:cfg6", "e4m3fn:sat",
     "e5m2:sat", "e4m3fnuz:sat", "e2m1fn:sat", "e6m5", "e6m5:cfg5", "e5m10:cfg5", "e8m7:cfg6", "e3m4",
     "e4m3:bias=4", "e5m2:sp=fn", "e5m2:sp=none", "e4m0", "e5m0:sp=fn", "e3m1:sub=flushin", "e8m0fnu:sat",
-    "e8m3:bias=120",
+    "e8m3:bias=120", "e8m3", "e11m10",  // rne on the bits without range checks (fp32, fp64)
     // no subnormals, lowest normal binade the carrier's own (its subnormals lie below the range)
     "bf16:sub=flushin", "e8m3:sub=flushin", "e11m52:sub=flushin", "e11m4:sub=flushin",
     // fixed point and integers

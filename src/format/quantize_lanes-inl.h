@@ -492,7 +492,25 @@ HWY_NOINLINE void FixLanes(const Format& f, const T* x, T* out, std::uint64_t bi
   }
 }
 
-// Kernel kinds: 0 FloatVector, 1 FixedVector, 2 SatVector.
+// rne for a plan with rne_bits_all (bf16, tf32 in fp32): on the bits, with no range check, NaN
+// lanes selected apart (quantize_plan.h says why this is exact). A kernel kind of its own, so
+// that the other formats' loops carry neither its test nor its constants.
+template <class D>
+HWY_INLINE hn::Vec<D> RneBitsVector(D d, const QuantPlan& p, hn::Vec<D> x) {
+  using L = Lanes<D>;
+  using TU = typename L::TU;
+  const typename L::DU du;
+  const Split<D> s = SplitInput(d, x);
+  const int dbits = L::P - p.M;
+  const auto mask = hn::Set(du, static_cast<TU>((TU{1} << dbits) - 1));
+  const auto bias = hn::Add(hn::Set(du, static_cast<TU>((TU{1} << (dbits - 1)) - 1)),
+                            hn::And(hn::ShiftRightSame(s.u, dbits), hn::Set(du, TU{1})));
+  const auto r = hn::BitCast(d, hn::Or(hn::AndNot(mask, hn::Add(s.u, bias)), s.sign));
+  return hn::IfThenElse(hn::RebindMask(d, hn::Gt(s.u, hn::Set(du, L::kInfBits))),
+                        hn::Set(d, std::numeric_limits<hn::TFromD<D>>::quiet_NaN()), r);
+}
+
+// Kernel kinds: 0 FloatVector, 1 FixedVector, 2 SatVector, 3 RneBitsVector (rne only).
 // x rounded into f (whose plan is p): the vector kernel of that kind, and the scalar reference
 // for the lanes it cannot decide (lane j is element index + j; w: its random words).
 template <RoundMode MODE, int kKind, class D, typename T = hn::TFromD<D>>
@@ -501,7 +519,10 @@ HWY_INLINE hn::Vec<D> RoundVector(D d, const QuantPlan& p, const Format& f, hn::
   const hn::RebindToUnsigned<D> du;
   auto fallback = hn::Ne(hn::Zero(du), hn::Zero(du));
   hn::Vec<D> y;
-  if constexpr (kKind == 1) y = FixedVector<MODE>(d, p, x, w, fallback);
+  if constexpr (kKind == 3) {
+    (void)w;
+    y = RneBitsVector(d, p, x);
+  } else if constexpr (kKind == 1) y = FixedVector<MODE>(d, p, x, w, fallback);
   else if constexpr (kKind == 2) y = SatVector<MODE>(d, p, x, w, fallback);
   else y = FloatVector<MODE>(d, p, x, w, fallback);
   if (HWY_UNLIKELY(!hn::AllFalse(du, fallback))) {

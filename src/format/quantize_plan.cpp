@@ -74,6 +74,8 @@ void plan_float(QuantPlan& p, const FloatSpec& s, const Format& f, Carrier carri
     // parity is the exponent's). M < P: |x| < C, so the sum's ulp is the quantum.
     p.rne_add = M >= 1 && M < p.P && p.top_biased + (p.P - M) <= 2 * p.EB;
     p.rne_add_low = p.rne_add && s.sub == Subnormals::ieee && p.Tn - M >= 1;
+    p.rne_bits_all = M >= 1 && M < p.P && s.sub == Subnormals::ieee && p.Tn == 1 && p.top_biased == 2 * p.EB &&
+                     s.sp == Specials::ieee && !s.sat && !p.asnormal_gap && p.overflow_value == kInf;
     if (carrier == Carrier::fp32 && s.sub == Subnormals::ieee && M >= 1 && M < p.P && !p.asnormal_gap &&
         p.Tn - M >= 1) {
       p.sr_low = true;

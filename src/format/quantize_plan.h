@@ -58,6 +58,12 @@ struct QuantPlan {
   // rne_add below the normal range too (gradual underflow, quantum 2^(emin - M) a normal
   // carrier number): every lane up to max, zeros and subnormals included.
   bool rne_add_low = false;
+  // rne on the bits for every input: the format's binades are the carrier's from the lowest
+  // normal one to the top one, with gradual underflow and overflow to infinity (bf16 and tf32
+  // in fp32), so adding 2^(d-1) - 1 plus the kept part's lowest bit and clearing the d = P - M
+  // low bits rounds every finite input, subnormal and overflowing ones included (a carry out
+  // of the top binade is the infinity's bit pattern); NaN lanes are selected apart.
+  bool rne_bits_all = false;
   // sr on the fast path below the normal range too (fp32 carriers; gradual underflow with
   // 1 <= M < P, no CFG-5 gap, the smallest subnormal 2^(emin - M) a normal carrier number):
   // where every lane is zero or lies in [sr_lo, fast_hi], the discarded part of a lane is its

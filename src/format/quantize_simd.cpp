@@ -304,6 +304,9 @@ void QuantizeAny(const QuantPlan& p, const Format& f, const T* in, T* out, std::
                  const RandomKey& key) {
 #define MPSIM_QUANTIZE_MODE(m)                                                    \
   case RoundMode::m:                                                              \
+    if constexpr (RoundMode::m == RoundMode::rne) {                               \
+      if (p.rne_bits_all) return QuantizeRange<RoundMode::m, 3>(p, f, in, out, n, first, key); \
+    }                                                                             \
     if (p.kind == PlanKind::fixed) QuantizeRange<RoundMode::m, 1>(p, f, in, out, n, first, key); \
     else if (p.sat_ieee) QuantizeRange<RoundMode::m, 2>(p, f, in, out, n, first, key);  \
     else QuantizeRange<RoundMode::m, 0>(p, f, in, out, n, first, key);            \
