@@ -29,29 +29,31 @@ void run(const detail::QuantPlan& plan, const Format& f, const T* in, T* out, st
   const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
   const std::int64_t tasks = static_cast<std::int64_t>((n + kTask - 1) / kTask);
   const bool parallel = threads > 1 && tasks > 1;
-  if (plan.kind == detail::PlanKind::scalar) {
-    const Carrier carrier = std::is_same_v<T, float> ? Carrier::fp32 : Carrier::fp64;
-    if (const auto scaled = detail::make_scaled_int_plan(f, carrier)) {
+  // kernel(begin, len) on consecutive tasks of kTask elements, spread over the threads.
+  const auto over_tasks = [&](auto kernel) {
 #pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-      for (std::int64_t t = 0; t < tasks; ++t) {
-        const std::size_t begin = static_cast<std::size_t>(t) * kTask;
-        const std::size_t len = std::min(kTask, n - begin);
-        detail::simd_quantize_scaled(*scaled, f, in + begin, out + begin, len, o.first_index + begin, o.key);
-      }
-      return;
+    for (std::int64_t t = 0; t < tasks; ++t) {
+      const std::size_t begin = static_cast<std::size_t>(t) * kTask;
+      kernel(begin, std::min(kTask, n - begin));
     }
-    const auto count = static_cast<std::int64_t>(n);
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-    for (std::int64_t i = 0; i < count; ++i) {
-      out[i] = quantize(in[i], f, o.first_index + static_cast<std::uint64_t>(i), o.key);
-    }
+  };
+  if (plan.kind != detail::PlanKind::scalar) {
+    over_tasks([&](std::size_t begin, std::size_t len) {
+      detail::simd_quantize(plan, f, in + begin, out + begin, len, o.first_index + begin, o.key);
+    });
     return;
   }
+  const Carrier carrier = std::is_same_v<T, float> ? Carrier::fp32 : Carrier::fp64;
+  if (const auto scaled = detail::make_scaled_int_plan(f, carrier)) {
+    over_tasks([&](std::size_t begin, std::size_t len) {
+      detail::simd_quantize_scaled(*scaled, f, in + begin, out + begin, len, o.first_index + begin, o.key);
+    });
+    return;
+  }
+  const auto count = static_cast<std::int64_t>(n);
 #pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-  for (std::int64_t t = 0; t < tasks; ++t) {
-    const std::size_t begin = static_cast<std::size_t>(t) * kTask;
-    const std::size_t len = std::min(kTask, n - begin);
-    detail::simd_quantize(plan, f, in + begin, out + begin, len, o.first_index + begin, o.key);
+  for (std::int64_t i = 0; i < count; ++i) {
+    out[i] = quantize(in[i], f, o.first_index + static_cast<std::uint64_t>(i), o.key);
   }
 }
 

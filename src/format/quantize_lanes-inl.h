@@ -174,6 +174,30 @@ HWY_INLINE hn::Vec<hn::RebindToUnsigned<D>> RneByAddition(D d, const QuantPlan& 
   return hn::BitCast(du, hn::Sub(hn::Add(hn::BitCast(d, u), C), C));
 }
 
+// Nearest-even on the bits u, discarding the low dbits (1 <= dbits < lane width): adding
+// 2^(dbits-1) - 1 plus the kept part's lowest bit carries into bit dbits exactly when the
+// discarded part is above one half, or equal to it with an odd kept part; then the discarded
+// bits are cleared. A carry out of the mantissa is the next binade's first value.
+template <class VU>
+HWY_INLINE VU RneOnBits(VU u, int dbits) {
+  const hn::DFromV<VU> du;
+  using TU = hn::TFromV<VU>;
+  const auto mask = hn::Set(du, static_cast<TU>((TU{1} << dbits) - 1));
+  const auto odd_bit = hn::And(hn::ShiftRightSame(u, dbits), hn::Set(du, TU{1}));
+  const auto bias = hn::Add(hn::Set(du, static_cast<TU>((TU{1} << (dbits - 1)) - 1)), odd_bit);
+  return hn::AndNot(mask, hn::Add(u, bias));
+}
+
+// A mask's lanes as the bits of an integer (lane j: bit j).
+template <class D>
+HWY_INLINE std::uint64_t MaskBits(D d, hn::Mask<D> m) {
+  std::uint8_t bytes[8] = {};
+  hn::StoreMaskBits(d, m, bytes);
+  std::uint64_t bits = 0;
+  std::memcpy(&bits, bytes, sizeof bits);
+  return bits;
+}
+
 // Stochastic rounding by the carrier's integer addition, for fp32 carriers (d <= P = 23 < 32
 // discarded bits per lane). sr rounds up when w0 < F = rem * 2^(32 - d) (§5.6 of
 // docs/formats.md; F has no bits below the first word, so no tie needs a second word), and
@@ -262,16 +286,8 @@ HWY_INLINE hn::Vec<D> FloatVector(D d, const QuantPlan& p, hn::Vec<D> x, const s
       if constexpr (MODE == RoundMode::rne) {
         // Lanes here are normal and at most max: by addition where the plan allows it.
         if (p.rne_add) return hn::BitCast(d, WithSign(p, RneByAddition(d, p, s.u), s.sign));
-        if (dbits > 0) {
-          // Nearest-even on the bits: adding 2^(dbits-1) - 1 plus the kept part's lowest bit
-          // carries into bit dbits exactly when the discarded part is above one half, or equal
-          // to it with an odd kept part; then the discarded bits are cleared. Lanes here are
-          // normal and at most max, which is a value, so nothing rounds past it.
-          const auto mask = hn::Set(du, static_cast<TU>((TU{1} << dbits) - 1));
-          const auto odd_bit = hn::And(hn::ShiftRightSame(s.u, dbits), one);
-          const auto bias = hn::Add(hn::Set(du, static_cast<TU>((TU{1} << (dbits - 1)) - 1)), odd_bit);
-          return hn::BitCast(d, WithSign(p, hn::AndNot(mask, hn::Add(s.u, bias)), s.sign));
-        }
+        // Lanes here are normal and at most max, which is a value, so nothing rounds past it.
+        if (dbits > 0) return hn::BitCast(d, WithSign(p, RneOnBits(s.u, dbits), s.sign));
       }
       return hn::BitCast(d, WithSign(p, RoundAtOneShift<MODE>(d, p, s.u, neg, w, fallback), s.sign));
     }
@@ -498,14 +514,9 @@ HWY_NOINLINE void FixLanes(const Format& f, const T* x, T* out, std::uint64_t bi
 template <class D>
 HWY_INLINE hn::Vec<D> RneBitsVector(D d, const QuantPlan& p, hn::Vec<D> x) {
   using L = Lanes<D>;
-  using TU = typename L::TU;
   const typename L::DU du;
   const Split<D> s = SplitInput(d, x);
-  const int dbits = L::P - p.M;
-  const auto mask = hn::Set(du, static_cast<TU>((TU{1} << dbits) - 1));
-  const auto bias = hn::Add(hn::Set(du, static_cast<TU>((TU{1} << (dbits - 1)) - 1)),
-                            hn::And(hn::ShiftRightSame(s.u, dbits), hn::Set(du, TU{1})));
-  const auto r = hn::BitCast(d, hn::Or(hn::AndNot(mask, hn::Add(s.u, bias)), s.sign));
+  const auto r = hn::BitCast(d, hn::Or(RneOnBits(s.u, L::P - p.M), s.sign));
   return hn::IfThenElse(hn::RebindMask(d, hn::Gt(s.u, hn::Set(du, L::kInfBits))),
                         hn::Set(d, std::numeric_limits<hn::TFromD<D>>::quiet_NaN()), r);
 }
@@ -530,11 +541,7 @@ HWY_INLINE hn::Vec<D> RoundVector(D d, const QuantPlan& p, const Format& f, hn::
     alignas(64) T xs[kMax], ys[kMax];
     hn::Store(x, d, xs);
     hn::Store(y, d, ys);
-    std::uint8_t mask_bytes[8] = {};
-    hn::StoreMaskBits(du, fallback, mask_bytes);
-    std::uint64_t bits = 0;
-    std::memcpy(&bits, mask_bytes, sizeof bits);
-    FixLanes(f, xs, ys, bits, hn::Lanes(d), index, key);
+    FixLanes(f, xs, ys, MaskBits(du, fallback), hn::Lanes(d), index, key);
     y = hn::Load(d, ys);
   }
   return y;

@@ -38,12 +38,12 @@
 #include "quantize_plan.h"
 #include "quantize_simd.h"
 #include "scaled_integer.h"
+// FixLanes and MaskBits, for this target (re-included by foreach_target).
+#include "src/format/quantize_lanes-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace mpsim::detail::HWY_NAMESPACE {
 namespace {
-
-namespace hn = hwy::HWY_NAMESPACE;
 
 // a * b - p exactly (p = a * b rounded): a fused multiply-subtract. The one-lane target's
 // MulSub is a plain multiply and subtract, so it calls std::fma.
@@ -206,15 +206,6 @@ HWY_INLINE hn::Vec<DF> ToFloat(DF df, V v) {
 #endif
 }
 
-// Lanes `bits` of out (elements index + j) recomputed by the reference.
-template <typename T>
-HWY_NOINLINE void ReferenceLanes(const Format& f, const T* in, T* out, std::uint64_t bits, std::size_t lanes,
-                                 std::uint64_t index, const RandomKey& key) {
-  for (std::size_t j = 0; j < lanes; ++j) {
-    if ((bits >> j) & 1) out[j] = quantize(in[j], f, index + j, key);
-  }
-}
-
 template <RoundMode MODE, typename T>
 void ScaledRange(const ScaledIntPlan& p, const Format& f, const T* in, T* out, std::size_t n, std::uint64_t first,
                  const RandomKey& key) {
@@ -249,11 +240,7 @@ void ScaledRange(const ScaledIntPlan& p, const Format& f, const T* in, T* out, s
         alignas(64) T xs[kMaxLanes], ys[kMaxLanes];
         std::memcpy(xs, src, N * sizeof(T));
         hn::Store(y, dt, ys);
-        std::uint8_t mask_bytes[8] = {};
-        hn::StoreMaskBits(d, fallback, mask_bytes);
-        std::uint64_t bits = 0;
-        std::memcpy(&bits, mask_bytes, sizeof bits);
-        ReferenceLanes(f, xs, ys, bits, N, first + c + i, key);
+        FixLanes(f, xs, ys, MaskBits(d, fallback), N, first + c + i, key);
         y = hn::Load(dt, ys);
       }
       hn::StoreU(y, dt, dst);

@@ -576,16 +576,6 @@ HWY_INLINE GroupPair<D> SumGroupExactly(D d, const T* HWY_RESTRICT nd, std::size
   return {hi, lo, hn::RebindMask(d, bad), hn::RebindMask(d, all_neg_zero), hn::RebindMask(d, all_pos_zero)};
 }
 
-// A mask's lanes as the bits of an integer (lane j: bit j).
-template <class D>
-HWY_INLINE std::uint64_t MaskBits(D d, hn::Mask<D> m) {
-  std::uint8_t bytes[8] = {};
-  hn::StoreMaskBits(d, m, bytes);
-  std::uint64_t bits = 0;
-  std::memcpy(&bits, bytes, sizeof bits);
-  return bits;
-}
-
 // ---- the stochastic accumulator (sr), fp64 lanes --------------------------------------------
 
 // Word `word` of the Philox4x32-10 blocks whose counters are (c0, c1, stream, 0) in the low

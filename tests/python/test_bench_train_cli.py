@@ -9,21 +9,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-MPSIM = os.environ.get("MPSIM_BIN", str(ROOT / "build" / "mpsim"))
+from mpsim_cli import run_mpsim
 
 
 def bench(*args: str) -> subprocess.CompletedProcess:
-    if not Path(MPSIM).exists():
-        pytest.fail(f"mpsim binary not found at {MPSIM} (build it or set MPSIM_BIN)")
-    return subprocess.run([MPSIM, "bench", "train", "--models", "lenet5", "--batch", "8", "--threads", "1",
-                           "--reps", "1", *args], capture_output=True, text=True, timeout=120)
+    return run_mpsim("bench", "train", "--models", "lenet5", "--batch", "8", "--threads", "1", "--reps", "1", *args)
 
 
 @pytest.mark.parametrize("modes, precisions", [

@@ -8,20 +8,15 @@ the problem.  Requires the mpsim binary (env MPSIM_BIN, default <repo>/build/mps
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-MPSIM = os.environ.get("MPSIM_BIN", str(ROOT / "build" / "mpsim"))
+from mpsim_cli import run_mpsim
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    if not Path(MPSIM).exists():
-        pytest.fail(f"mpsim binary not found at {MPSIM} (build it or set MPSIM_BIN)")
-    return subprocess.run([MPSIM, *args], capture_output=True, text=True, timeout=60)
+    return run_mpsim(*args, timeout=60)
 
 
 def quantize_json(fmt: str, *values: str, extra: tuple[str, ...] = ()) -> dict:

@@ -8,20 +8,15 @@ shapes and files.  Requires the mpsim binary (env MPSIM_BIN, default <repo>/buil
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-MPSIM = os.environ.get("MPSIM_BIN", str(ROOT / "build" / "mpsim"))
+from mpsim_cli import run_mpsim
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    if not Path(MPSIM).exists():
-        pytest.fail(f"mpsim binary not found at {MPSIM} (build it or set MPSIM_BIN)")
-    return subprocess.run([MPSIM, "gemm", *args], capture_output=True, text=True, timeout=120)
+    return run_mpsim("gemm", *args)
 
 
 def test_random_run_reports_errors(tmp_path):
@@ -105,11 +100,8 @@ def test_wrong_file_size_exits_2(tmp_path):
 
 
 def test_bench_gemm_reports_every_shape_and_spec():
-    if not Path(MPSIM).exists():
-        pytest.fail(f"mpsim binary not found at {MPSIM}")
-    r = subprocess.run([MPSIM, "bench", "gemm", "--batch", "1", "--reps", "1", "--threads", "1", "--json",
-                        "--mac", "in=e5m2:cfg5 acc=e6m5", "--mac", "in=e5m2:cfg5 acc=q8.13"],
-                       capture_output=True, text=True, timeout=300)
+    r = run_mpsim("bench", "gemm", "--batch", "1", "--reps", "1", "--threads", "1", "--json",
+                  "--mac", "in=e5m2:cfg5 acc=e6m5", "--mac", "in=e5m2:cfg5 acc=q8.13", timeout=300)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["operands"] == "fp32"
     rows = json.loads(r.stdout)["results"]
@@ -121,13 +113,13 @@ def test_bench_gemm_reports_every_shape_and_spec():
     emulated = [row for row in rows if row["gemm"] != "openblas sgemm"]
     assert all(row["gmac_per_s"] > 0 and row["sgemm_ratio"] > 0 for row in emulated)
     assert all(row["vectorized"] for row in emulated)
-    bad = subprocess.run([MPSIM, "bench", "gemm", "--batch", "0"], capture_output=True, text=True, timeout=60)
+    bad = run_mpsim("bench", "gemm", "--batch", "0", timeout=60)
     assert bad.returncode == 2 and "--batch" in bad.stderr
     # The fp64 overload on request; other operand types are usage errors.
-    r = subprocess.run([MPSIM, "bench", "gemm", "--batch", "1", "--reps", "1", "--threads", "1", "--json",
-                        "--operands", "fp64", "--mac", "in=e5m2:cfg5 acc=e6m5"], capture_output=True, text=True, timeout=300)
+    r = run_mpsim("bench", "gemm", "--batch", "1", "--reps", "1", "--threads", "1", "--json",
+                  "--operands", "fp64", "--mac", "in=e5m2:cfg5 acc=e6m5", timeout=300)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["operands"] == "fp64" and all(row["gmac_per_s"] > 0 for row in out["results"])
-    bad = subprocess.run([MPSIM, "bench", "gemm", "--operands", "bf16"], capture_output=True, text=True, timeout=60)
+    bad = run_mpsim("bench", "gemm", "--operands", "bf16", timeout=60)
     assert bad.returncode == 2 and "--operands" in bad.stderr

@@ -12,7 +12,6 @@ Requires the mpsim binary (env MPSIM_BIN, default <repo>/build/mpsim).
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -21,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-MPSIM = os.environ.get("MPSIM_BIN", str(ROOT / "build" / "mpsim"))
+from mpsim_cli import MPSIM, ROOT, run_mpsim
+
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 E5M2_E6M5 = "in=e5m2:cfg5 prod=exact acc=e6m5 order=seq"
 
@@ -31,9 +30,7 @@ pytestmark = pytest.mark.skipif(not (FMNIST / "train-images-idx3-ubyte.gz").exis
 
 
 def mpsim(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    if not Path(MPSIM).exists():
-        pytest.fail(f"mpsim binary not found at {MPSIM} (build it or set MPSIM_BIN)")
-    return subprocess.run([MPSIM, *args], capture_output=True, text=True, timeout=timeout)
+    return run_mpsim(*args, timeout=timeout)
 
 
 def train(tmp: Path, name: str, *overrides: str, config: str = "configs/lenet5_fmnist_fp32.toml",
